@@ -1,0 +1,80 @@
+"""Atomic file writes: a temporary file in the target's directory, fsync, then ``os.replace``.
+
+Readers (and a rerun after a crash) see either the old file or the complete new one, never a
+partial write. Temporary files are named ``.<target name>.<random>.tmp`` so that
+:func:`remove_stale_temporaries` can clear what a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms and filesystems cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
+
+    The caller writes the temporary file completely (any way it likes); on an exception the
+    temporary file is removed and ``target`` is left untouched. Parent directories are created.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically; returns the target path."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically; returns the target path."""
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> int:
+    """Delete temporaries a killed writer of ``target`` left behind; returns how many.
+
+    Only call this when no other process may be writing ``target`` at the same time.
+    """
+    target = Path(target)
+    removed = 0
+    if target.parent.is_dir():
+        for stale in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                removed += 1
+    return removed

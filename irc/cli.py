@@ -1,0 +1,350 @@
+"""The ``irc`` command line: argv -> typed options -> one call into the engines.
+
+This module must stay cheap to import: ``irc --help`` and shell completion run it on every key
+press. torch, numpy and the method packages are imported inside the commands (a test checks that
+importing this module loads no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from irc import __version__
+from irc.errors import IrcError, UsageError
+from irc.methods import REGISTRY
+
+# `irc restore photo.jpg` with no --method. Until a learned default ships, the honest choice is
+# the classical bicubic baseline; the TUR all-in-one model replaces it when its weights land.
+DEFAULT_METHOD = "bicubic"
+
+app = typer.Typer(
+    name="irc",
+    help=(
+        "Image restoration from the command line: HYPIR, LoRun, LearnIR and TUR behind one CLI.\n\n"
+        "Examples:\n\n"
+        "  irc restore photo.jpg -o out/                       restore with the default method\n\n"
+        "  irc restore --method bicubic --scale 4 in.png -o out/\n\n"
+        "  irc methods                                         what is available\n\n"
+        "Results go to stdout (--json/--jsonl), logs and progress to stderr. Exit codes: 0 ok, "
+        "1 some inputs failed, 2 usage error."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+weights_app = typer.Typer(help="List, verify and download model weights.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _complete_method(incomplete: str) -> list[str]:
+    return [name for name in REGISTRY if name.startswith(incomplete)]
+
+
+class DType(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"irc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Image restoration from the command line."""
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _parse_tile(text: str) -> int | str:
+    text = text.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--tile {text!r}: expected a size in pixels, 0 (no tiling) or auto")
+
+
+def _parse_options(items: list[str] | None) -> dict[str, str]:
+    from irc.config import parse_set_options
+
+    return {k.replace("-", "_"): v for k, v in parse_set_options(items).items()}
+
+
+# ----------------------------------------------------------------------------- restore
+@app.command()
+def restore(
+    inputs: List[str] = typer.Argument(..., help="Image files, directories, glob patterns, or - to read paths from stdin.", show_default=False),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Restoration method (see `irc methods`).", autocompletion=_complete_method),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights: manifest name, file path, hub id or URL. Default: the method's shipped weights for the task."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory (default: next to each input).", file_okay=False),
+    name_template: str = typer.Option("{stem}_{method}.{ext}", "--name-template", help="Output file name; fields {stem} {name} {ext} {method} {scale} {task}."),
+    ext: Optional[str] = typer.Option(None, "--ext", help="Output format by suffix (png, jpg, tif, webp, bmp). Default: the input's."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into directories; outputs mirror the tree."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (default: skip them)."),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Upscaling factor, for methods that resize (bicubic, SR tasks)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task for multi-task methods (e.g. auto, noise, blur, jpeg, rain, haze, dark, sr; cs, cassi)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, for prompt-driven methods (HYPIR)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Any other method option as key=value (repeatable); `irc methods` lists them."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision; auto = fp32 on CPU, the method's choice on GPU. fp16 is refused on CPU."),
+    tile: str = typer.Option("0", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory (halved on out-of-memory)."),
+    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
+    seed: int = typer.Option(0, "--seed", help="Random seed, for stochastic methods."),
+    offline: bool = typer.Option(False, "--offline", help="Never download; say what to place where instead (also HF_HUB_OFFLINE=1)."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Write one JSON object per image to stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Restore images with a method; a bad file is reported and the batch goes on.
+
+    Existing outputs are skipped (rerun an interrupted batch to finish it); inputs are never
+    overwritten; every write is atomic.
+    """
+    from irc.restore import RestoreRequest, run_restore
+
+    knobs = _parse_options(option)
+    for name, value in (("scale", scale), ("task", task), ("prompt", prompt)):
+        if value is not None:
+            knobs[name] = value
+    request = RestoreRequest(
+        inputs=list(inputs),
+        method=method,
+        weights=weights,
+        output=output,
+        name_template=name_template,
+        ext=ext.lstrip(".").lower() if ext else None,
+        recursive=recursive,
+        overwrite=overwrite,
+        knobs=knobs,
+        device=device,
+        dtype=dtype.value,
+        tile=_parse_tile(tile),
+        tile_overlap=tile_overlap,
+        seed=seed,
+        offline=offline or None,
+        jsonl=jsonl,
+        quiet=quiet,
+    )
+    raise typer.Exit(run_restore(request))
+
+
+# ----------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Benchmark: set5, set14, set11, set12, bsd68, cbsd68, classic5, polyu, or a user set (general100, urban100, kaist-cassi, rain100l, sots, lol, gopro, istd) under the data root.", show_default=False),
+    method: List[str] = typer.Option(["identity"], "--method", "-m", help="Method(s) to evaluate; repeat for a side-by-side table.", autocompletion=_complete_method),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", "-w", help="Weights per method (repeat; 'default' for the shipped ones). One method with several weights compares them."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="SR factor of the protocol (set5/set14 default 4).", min=1),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise sigma in 0-255 units (set12/bsd68/cbsd68, default 25).", min=0),
+    quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality (classic5, default 10).", min=1, max=100),
+    kernel: Optional[int] = typer.Option(None, "--kernel", help="USRNet blur kernel index 0-11 (SR with blur, set5/bsd68).", min=0, max=11),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Degradation task for mixture protocols (cbsd68: sr, blur, noise, jpeg, rain, haze, dark)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable), e.g. -O ratio=0.25."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradations and of stochastic methods."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks).", min=1),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where benchmarks live (default: $IRC_DATA_ROOT, else ~/.cache/irc/data).", file_okay=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for rows.csv, rows.jsonl, summary.json (default: eval-results/<dataset>/).", file_okay=False),
+    save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also save restored images under this directory.", file_okay=False),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision (auto = fp32 on CPU)."),
+    tile: str = typer.Option("0", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory."),
+    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary JSON to stdout instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Evaluate methods on a benchmark protocol: PSNR/SSIM table, per-image rows, summary JSON.
+
+    Deterministic: the same command gives the same numbers. Examples:
+
+      irc eval --method bicubic --dataset set5 --scale 4
+
+      irc eval --method identity --dataset bsd68 --noise 25
+    """
+    from irc.commands import run_eval
+
+    raise typer.Exit(
+        run_eval(
+            dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
+            kernel=kernel, task=task, knobs=_parse_options(option), seed=seed, limit=limit, data_root=data_root,
+            output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile),
+            tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- bench
+@app.command("bench")
+def bench_cmd(
+    method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Method to benchmark.", autocompletion=_complete_method),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights (default: the shipped ones)."),
+    sizes: str = typer.Option("256,512,1024", "--sizes", help="Comma-separated square input sizes in pixels."),
+    tiles: str = typer.Option("0", "--tiles", help="Comma-separated tile settings to compare (0 = none, N, auto)."),
+    channels: int = typer.Option(3, "--channels", help="Input channels (1 or 3).", min=1, max=3),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed runs before timing.", min=0),
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs per configuration.", min=1),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task, for multi-task methods (selects weights)."),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Scale option, for methods that resize."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision (auto = fp32 on CPU)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).", min=1),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report to this file.", dir_okay=False),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report to stdout instead of a table."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+) -> None:
+    """Benchmark a method: latency, megapixels/s, peak memory, parameters, FLOPs per pixel.
+
+    Example: irc bench --method bicubic --sizes 256,1024 --json
+    """
+    from irc.commands import run_bench_command
+
+    knobs = _parse_options(option)
+    if task is not None:
+        knobs["task"] = task
+    if scale is not None:
+        knobs["scale"] = scale
+    raise typer.Exit(
+        run_bench_command(
+            method=method, weights=weights, sizes=sizes, tiles=tiles, channels=channels, warmup=warmup, repeats=repeats,
+            knobs=knobs, device=device, dtype=dtype.value, threads=threads, output=output, as_json=as_json, offline=offline or None,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- methods
+@app.command("methods")
+def methods_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the methods, their tasks and options, and the weights available for each."""
+    from irc.methods import get_method
+    from irc.weights import load_manifest
+
+    manifest = load_manifest()
+    rows = []
+    for name in REGISTRY:
+        try:
+            info = get_method(name).describe()
+        except IrcError as err:
+            info = {"name": name, "summary": f"unavailable: {err}", "tasks": [], "knobs": []}
+        info["weights"] = [e.name + (" (default)" if e.default else "") for e in manifest if e.method == name]
+        rows.append(info)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="irc methods", show_lines=True)
+    for column in ("method", "tasks", "options (default)", "weights", "about"):
+        table.add_column(column)
+    for info in rows:
+        knobs = "\n".join(f"{k['name']} ({k['default']})" for k in info["knobs"]) or "-"
+        weights_text = "\n".join(info["weights"]) or ("not needed" if not info.get("needs_weights", True) else "none yet")
+        table.add_row(info["name"], ", ".join(info["tasks"]), knobs, weights_text, info["summary"])
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- weights
+@weights_app.command("list")
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List shipped and downloadable weights from the manifest."""
+    from dataclasses import asdict
+
+    from irc.weights import load_manifest, weights_dir
+
+    entries = load_manifest()
+    if as_json:
+        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"weights ({weights_dir()})")
+    for column in ("name", "method", "task", "source", "licence", "sha256"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.name + (" *" if e.default else ""), e.method, e.task or "-", e.file or e.source_url() or "-", e.license, e.sha256[:12])
+    Console().print(table)
+    if not entries:
+        _err_console().print("no weights in the manifest yet")
+
+
+@weights_app.command("verify")
+def weights_verify(names: Optional[List[str]] = typer.Argument(None, help="Entries to check (default: all present locally).")) -> None:
+    """Check the sha256 of shipped and downloaded weights; exit 1 on any mismatch."""
+    from irc.weights import load_manifest, verify_entry
+
+    entries = load_manifest()
+    if names:
+        known = {e.name for e in entries}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(f"unknown weights {', '.join(unknown)}; available: {', '.join(sorted(known)) or '(none)'}")
+        entries = [e for e in entries if e.name in names]
+    bad = 0
+    for entry in entries:
+        ok, message = verify_entry(entry)
+        bad += not ok
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {entry.name}: {message}")
+    raise typer.Exit(1 if bad else 0)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: List[str] = typer.Argument(..., help="Manifest names, hub ids (org/repo/file) or URLs to download into the cache."),
+    offline: bool = typer.Option(False, "--offline", help="Do not download; say what to place where."),
+) -> None:
+    """Download weights into the cache (checksummed, atomic, resumable)."""
+    from irc.weights import resolve_weights
+
+    for name in names:
+        resolved = resolve_weights(name, offline=offline or None)
+        typer.echo(f"{name}: {resolved.path} (sha256 {resolved.sha256[:12]})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: runs the app and turns :class:`IrcError` into one line."""
+    try:
+        result = app(args=argv, prog_name="irc", standalone_mode=False)
+    except typer.Exit as done:
+        return done.exit_code
+    except IrcError as err:
+        from rich.markup import escape
+
+        _err_console().print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        return err.exit_code
+    except KeyboardInterrupt:
+        _err_console().print("interrupted")
+        return 130
+    except Exception as err:
+        # click's usage errors (typer may vendor its own click, hence no isinstance check)
+        if hasattr(err, "show") and isinstance(getattr(err, "exit_code", None), int):
+            err.show()
+            return err.exit_code
+        if type(err).__name__ == "Abort":
+            return 130
+        raise
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

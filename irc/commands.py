@@ -1,0 +1,129 @@
+"""Glue between the CLI and the ``eval`` / ``bench`` engines: build runs, print tables.
+
+Kept out of :mod:`irc.cli` so that the CLI module never imports torch; kept out of the engines so
+that they stay free of presentation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from irc.errors import UsageError
+from irc.restore import load_method
+
+
+def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | None]]:
+    """Match ``--method`` and ``--weights`` lists (see ``irc eval --help``)."""
+    normal = [None if w in ("default", "-", "") else w for w in weights]
+    if not normal:
+        return [(m, None) for m in methods]
+    if len(methods) == 1:
+        return [(methods[0], w) for w in normal]
+    if len(normal) != len(methods):
+        raise UsageError(f"{len(methods)} --method but {len(normal)} --weights: give one --weights per --method ('default' for the shipped ones)")
+    return list(zip(methods, normal))
+
+
+def run_eval(
+    *, dataset: str, methods: list[str], weights: list[str], scale, noise, quality, kernel, task, knobs: dict[str, Any], seed: int,
+    limit, data_root, output: Path | None, save_images: Path | None, device: str, dtype: str, tile, tile_overlap, offline, as_json: bool, quiet: bool,
+) -> int:
+    """``irc eval``: returns the exit code."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from irc.data.benchmarks import open_benchmark
+    from irc.evaluate import Run, evaluate, write_results
+
+    bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit)
+    runs = []
+    pairs = _pair_runs(methods, weights)
+    for method_name, weights_name in pairs:
+        method = load_method(method_name, weights_name, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
+        method.check_knobs(knobs)  # a typo fails before the first image, not after the first method
+        label = method_name if weights_name is None else f"{method_name}:{Path(weights_name).stem}"
+        runs.append(Run(label=label, method=method, knobs=dict(knobs), weights=weights_name))
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
+
+    err = Console(stderr=True)
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
+        for run in runs:
+            task_id = bar.add_task(f"{run.label} on {bench.name}", total=len(bench))
+            results.append(evaluate(run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id)))
+
+    out_dir = output or Path("eval-results") / bench.name
+    written = write_results(results, out_dir)
+    summaries = [r.summary for r in results]
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        protocol = bench.protocol
+        title = f"{bench.name}: {protocol.task}" + (f" x{protocol.scale}" if protocol.scale != 1 else "")
+        table = Table(title=title, caption=f"{protocol.color.upper()} channel, border {protocol.crop_border}, {len(bench)} images")
+        for column in ("method", "PSNR (dB)", "SSIM", "s/image"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for s in summaries:
+            table.add_row(s["label"], f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['seconds_per_image']:.3f}")
+        Console().print(table)
+    if not quiet:
+        err.print(f"results: {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def run_bench_command(
+    *, method: str, weights, sizes: str, tiles: str, channels: int, warmup: int, repeats: int, knobs: dict[str, Any], device: str, dtype: str,
+    threads, output: Path | None, as_json: bool, offline,
+) -> int:
+    """``irc bench``: returns the exit code."""
+    import torch
+
+    from irc.bench import BenchCase, run_bench, write_report
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes {sizes!r}: expected comma-separated integers") from None
+    tile_list: list[int | str] = []
+    for text in tiles.split(","):
+        text = text.strip().lower()
+        if text == "auto":
+            tile_list.append("auto")
+        elif text.isdigit():
+            tile_list.append(int(text))
+        elif text:
+            raise UsageError(f"--tiles {tiles!r}: expected comma-separated sizes, 0 or auto")
+    if not size_list or min(size_list) < 8:
+        raise UsageError("--sizes: give at least one size of 8 pixels or more")
+    loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
+    if channels not in loaded.input_channels:
+        raise UsageError(f"{method} takes {' or '.join(map(str, loaded.input_channels))}-channel images, not {channels}")
+    cases = [BenchCase(size=s, tile=t, channels=channels) for s in size_list for t in tile_list]
+    report = run_bench(loaded, cases, knobs, warmup=warmup, repeats=repeats)
+    if output is not None:
+        write_report(report, output)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table(title=f"irc bench: {report['method']} on {report['device']} ({report['device_name']}, {report['dtype']}, {report['threads']} threads)",
+                  caption=f"{report['parameters']:,} parameters")
+    for column in ("size", "tile", "median s", "min s", "max s", "MP/s", "peak dev MiB", "peak host MiB", "FLOP/px", "GFLOP/s"):
+        table.add_column(column, justify="right")
+    for r in report["results"]:
+        lat = r["latency_s"]
+        table.add_row(
+            str(r["size"]), str(r["tile"]), f"{lat['median']:.4f}", f"{lat['min']:.4f}", f"{lat['max']:.4f}", f"{r['megapixels_per_s']:.2f}",
+            "-" if r["peak_device_mib"] is None else f"{r['peak_device_mib']:.0f}", "-" if r["peak_host_mib"] is None else f"{r['peak_host_mib']:.0f}",
+            "-" if r["flops_per_pixel"] is None else f"{r['flops_per_pixel']:.0f}", "-" if r["achieved_gflop_per_s"] is None else f"{r['achieved_gflop_per_s']:.2f}",
+        )
+    Console().print(table)
+    return 0

@@ -1,0 +1,61 @@
+"""Classical baselines: honest reference rows for every evaluation.
+
+* ``identity`` returns its input. Evaluated on a degraded dataset it reports the PSNR/SSIM of the
+  degraded input itself, the row every learned method must beat.
+* ``bicubic`` is MATLAB-compatible bicubic ``imresize`` (antialiased when shrinking), the standard
+  SR baseline (e.g. 28.42 dB on Set5 x4, Y channel, border 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from irc.methods.base import Knob, Method
+from irc.operators.resize import imresize
+from irc.tiling import TileSpec
+
+
+class Identity(Method):
+    """Returns the input unchanged."""
+
+    name = "identity"
+    summary = "returns the input unchanged (the degraded-input reference row)"
+    tasks = ("restore",)
+    tile_spec = TileSpec(support="supported", min_overlap=0)
+    needs_weights = False
+    trainable = False
+    bytes_per_pixel = 64.0
+
+    def forward(self, x: Tensor, **knobs: Any) -> Tensor:
+        return x
+
+
+class Bicubic(Method):
+    """MATLAB-compatible bicubic resize by ``scale`` (the classical SR baseline)."""
+
+    name = "bicubic"
+    summary = "MATLAB-compatible bicubic resize (the classical super-resolution baseline)"
+    tasks = ("sr",)
+    knobs = (Knob("scale", float, 4.0, "resize factor (output / input size), e.g. 2, 3, 4 or 0.5"),)
+    # The cubic kernel reaches 2 input pixels (4 when shrinking by 2): 8 px of overlap is exact.
+    tile_spec = TileSpec(support="supported", min_overlap=8)
+    needs_weights = False
+    trainable = False
+    bytes_per_pixel = 256.0
+
+    def output_scale(self, knobs: dict[str, Any]) -> float:
+        return float(knobs["scale"])
+
+    @classmethod
+    def check_knobs(cls, knobs):
+        values = super().check_knobs(knobs)
+        if not values["scale"] > 0:
+            from irc.errors import UsageError
+
+            raise UsageError(f"--scale must be positive, got {values['scale']}")
+        return values
+
+    def forward(self, x: Tensor, **knobs: Any) -> Tensor:
+        return imresize(x, scale=float(knobs["scale"])).clamp(0, 1)

@@ -1,0 +1,110 @@
+"""The ``irc restore`` engine: resolve the method and weights once, then run the batch.
+
+Under ``accelerate launch`` / ``torchrun`` every process takes its share of the inputs
+(``PartialState.split_between_processes``) on its own device; outputs do not collide because each
+input belongs to exactly one process.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irc.batch import expand_inputs, plan_output, print_summary, run_batch
+from irc.errors import UsageError
+
+
+@dataclass
+class RestoreRequest:
+    """Everything ``irc restore`` was asked to do (see ``irc restore --help``)."""
+
+    inputs: list[str]
+    method: str
+    weights: str | None = None
+    output: Path | None = None
+    name_template: str = "{stem}_{method}.{ext}"
+    ext: str | None = None
+    recursive: bool = False
+    overwrite: bool = False
+    knobs: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    tile: int | str = 0
+    tile_overlap: int | None = None
+    seed: int = 0
+    offline: bool | None = None
+    jsonl: bool = False
+    quiet: bool = False
+
+
+def load_method(name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None):
+    """Build a ready-to-run method: registry lookup, device/dtype, default or given weights."""
+    from irc.device import resolve_device, resolve_dtype
+    from irc.methods import get_method
+
+    cls = get_method(name)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device, cls.accelerator_dtype)
+    if not cls.needs_weights:
+        if weights:
+            raise UsageError(f"method {name!r} takes no weights (got --weights {weights})")
+        return cls.from_config(None, device=torch_device, dtype=torch_dtype)
+    chosen = weights or cls.default_weights(task)
+    if chosen is None:
+        raise UsageError(f"method {name!r} has no shipped weights{f' for task {task!r}' if task else ''}; pass --weights FILE (see `irc weights list`)")
+    return cls.from_weights(chosen, device=torch_device, dtype=torch_dtype, offline=offline)
+
+
+def run_restore(request: RestoreRequest) -> int:
+    """Run a restore batch; returns the process exit code (0 ok, 1 some inputs failed)."""
+    import torch
+
+    from irc.atomic import remove_stale_temporaries
+    from irc.io import read_image, write_image
+    from irc.pipeline import restore_image
+
+    method = load_method(
+        request.method, request.weights, task=request.knobs.get("task"), device=request.device, dtype=request.dtype, offline=request.offline
+    )
+    knobs = method.check_knobs(request.knobs)  # fail fast on a typo, before touching any file
+    torch.manual_seed(request.seed)
+
+    expanded = expand_inputs(request.inputs, recursive=request.recursive)
+    items = expanded.items
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        with state.split_between_processes(items) as share:
+            items = list(share)
+
+    fields = {"method": method.name, **{k: v for k, v in knobs.items() if isinstance(v, (int, float, str))}}
+    fields.setdefault("scale", "")
+    fields.setdefault("task", "")
+
+    def plan(item):
+        return plan_output(item, output_dir=request.output, template=request.name_template, fields=fields, ext=request.ext)
+
+    def process(item) -> dict[str, Any]:
+        image = read_image(item.path)
+        restored = restore_image(method, image, tile=request.tile, tile_overlap=request.tile_overlap, **request.knobs)
+        out = plan(item)
+        remove_stale_temporaries(out)  # left by a killed earlier run; this process owns `out`
+        write_image(out, restored)
+        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height}
+
+    report = run_batch(
+        items,
+        process,
+        plan=plan,
+        overwrite=request.overwrite,
+        jsonl=sys.stdout if request.jsonl else None,
+        progress=False if request.quiet else None,
+        description=f"{method.name}",
+        known_failures=expanded.missing if state.is_main_process else (),
+    )
+    if not request.quiet:
+        print_summary(report)
+    return report.exit_code

@@ -1,0 +1,666 @@
+"""Model-agnostic tiled inference with blended overlaps.
+
+Every restoration method in ``irc`` runs through :func:`tiled` when an image is too large to
+process in one piece, and methods with several internal stages at different resolutions (a VAE
+encoder at scale 1/8, a UNet at scale 1, a decoder at scale 8) call the same function once per
+stage with a different ``scale``. The module is a leaf: it depends on ``torch`` only.
+
+Conventions
+-----------
+* Images are ``(B, C, H, W)`` floating-point tensors. The value range is irrelevant here
+  (``[0, 1]`` or ``[-1, 1]`` both work): tiling only moves and averages values.
+* ``tile`` and ``overlap`` are always given in **input pixels** of the function being tiled.
+  Output positions are input positions times ``scale`` (output size / input size).
+* The input is padded bottom/right (reflect, see :func:`pad_to_multiple`) so that its height and
+  width are multiples of ``multiple_of``; the output is cropped back to
+  ``round(H * scale), round(W * scale)``.
+* ``tile <= 0``, or a tile at least as large as the padded image, means "no tiling": the function
+  is called once on the whole (padded) image.
+* Only the tiles live on the compute ``device``; the full input and the output accumulator stay
+  on the input's device, so a large image can sit in host memory while tiles run on a GPU.
+
+Why overlaps are blended
+------------------------
+A network sees less context near a tile edge than it would in the whole image (its receptive
+field is clipped and replaced by padding), so outputs near tile edges are slightly wrong. Cutting
+tiles edge-to-edge turns those errors into visible straight seams. :func:`tiled` instead runs
+overlapping windows and blends them with weights that are high where a window has full context
+and fall off towards its edges, so each output pixel is dominated by the window that saw it best
+and any residual disagreement is spread smoothly over the overlap instead of forming a step.
+The default ``"linear"`` window keeps the outer quarter of each overlap at a negligible weight and
+cross-fades over the middle half, which makes the result *equal* to untiled inference whenever
+the receptive-field radius is at most a quarter of the overlap (overlap >= about twice the
+receptive field). The ``"gaussian"`` window (as in CCSR / HYPIR) weights each whole tile with a
+separable Gaussian of variance 0.01 relative to the tile size; it is smoother but never exact.
+Windows touching the image border are not ramped on that side, so border pixels keep full weight.
+All weights are strictly positive; the accumulated weighted sum is divided by the accumulated
+weight, so the weights need not sum to one.
+
+Multi-scale alignment
+---------------------
+With ``scale < 1`` (e.g. an encoder at 1/8) the output position of a tile start, ``start *
+scale``, must be an integer, so tile starts and tile sizes are snapped to multiples of the
+scale's denominator (8 for 1/8, 2 for 1.5 = 3/2) and the input is padded to a multiple of it as
+well. Scales that are not a ratio of small integers fall back to rounded output positions, and
+the output shape of every call is checked (:class:`ValueError` when it does not match).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "TileSupport",
+    "TileSpec",
+    "pad_to_multiple",
+    "tile_starts",
+    "blend_window",
+    "tiled",
+    "auto_tile_size",
+    "run_with_oom_fallback",
+]
+
+logger = logging.getLogger("irc.tiling")
+
+TileSupport = Literal["supported", "internal", "discouraged", "unsupported"]
+BlendKind = Literal["linear", "gaussian"]
+
+_SUPPORT_VALUES = ("supported", "internal", "discouraged", "unsupported")
+#: Largest denominator accepted when interpreting ``scale`` as an exact ratio p/q.
+_MAX_SCALE_DENOMINATOR = 64
+#: Variance of the Gaussian blend window, relative to the tile size (CCSR / HYPIR convention).
+_GAUSSIAN_VAR = 0.01
+#: Weight given to the pixels a linear window does not trust (outer quarter of an overlap).
+_WEIGHT_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What a method declares about tiling.
+
+    Attributes:
+        support: How the method may be tiled. ``"supported"``: the generic tiler may wrap the
+            whole method. ``"internal"``: the method tiles its own stages (calling :func:`tiled`
+            per stage); the generic tiler must not wrap it. ``"discouraged"``: tiling works but
+            hurts quality because the method uses global context; callers should warn.
+            ``"unsupported"``: never tile.
+        scale: Output size / input size (4 for x4 super-resolution, 0.125 for an encoder).
+        multiple_of: Input height and width must be padded to a multiple of this.
+        min_overlap: Recommended minimum overlap, in input pixels.
+        default_tile: Default tile edge, in input pixels (``0`` means "whole image").
+    """
+
+    support: TileSupport = "supported"
+    scale: float = 1.0
+    multiple_of: int = 1
+    min_overlap: int = 16
+    default_tile: int = 512
+
+    def __post_init__(self) -> None:
+        if self.support not in _SUPPORT_VALUES:
+            raise ValueError(
+                f"TileSpec.support must be one of {', '.join(_SUPPORT_VALUES)}; "
+                f"got {self.support!r}"
+            )
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"TileSpec.scale must be a positive finite number; got {self.scale!r}")
+        if self.multiple_of < 1:
+            raise ValueError(f"TileSpec.multiple_of must be >= 1; got {self.multiple_of}")
+        if self.min_overlap < 0:
+            raise ValueError(f"TileSpec.min_overlap must be >= 0; got {self.min_overlap}")
+        if self.default_tile < 0:
+            raise ValueError(f"TileSpec.default_tile must be >= 0; got {self.default_tile}")
+
+
+# --------------------------------------------------------------------------------------------
+# Padding and window placement
+# --------------------------------------------------------------------------------------------
+
+
+def pad_to_multiple(
+    x: Tensor, multiple: int, mode: str = "reflect"
+) -> tuple[Tensor, tuple[int, int]]:
+    """Pads the last two dimensions (H, W) at the bottom/right up to a multiple of ``multiple``.
+
+    Args:
+        x: Tensor whose last two dimensions are ``(H, W)``; usually ``(B, C, H, W)``.
+        multiple: Target multiple; ``<= 1`` means no padding.
+        mode: Any :func:`torch.nn.functional.pad` mode (``"reflect"``, ``"replicate"``,
+            ``"constant"``, ``"circular"``). ``"reflect"`` needs the padding to be smaller than
+            the size it reflects; when it is not, ``"replicate"`` is used instead.
+
+    Returns:
+        ``(padded, (pad_h, pad_w))``. ``padded`` is ``x`` itself when no padding is needed. Crop
+        back with ``padded[..., :H, :W]`` (or ``round(H * scale)`` after a scaling function).
+    """
+    if x.dim() < 2:
+        raise ValueError(
+            f"pad_to_multiple needs a tensor with (H, W) as last dims; got {tuple(x.shape)}"
+        )
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if multiple <= 1:
+        return x, (0, 0)
+    pad_h = (-h) % multiple
+    pad_w = (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (0, 0)
+    if mode == "reflect" and (pad_h >= h or pad_w >= w):
+        mode = "replicate"
+    # F.pad's reflect/replicate modes want a batch dimension in front of (C, H, W).
+    lead = x.shape[:-2]
+    y = x.reshape(1, -1, h, w) if x.dim() != 4 else x
+    y = F.pad(y, (0, pad_w, 0, pad_h), mode=mode)
+    if x.dim() != 4:
+        y = y.reshape(*lead, h + pad_h, w + pad_w)
+    return y, (pad_h, pad_w)
+
+
+def tile_starts(length: int, tile: int, overlap: int, *, align: int = 1) -> list[int]:
+    """Start offsets of overlapping windows of size ``tile`` covering ``[0, length)``.
+
+    Windows advance by ``stride = tile - overlap`` (rounded down to a multiple of ``align``, at
+    least ``align``); the last window is snapped to the border so that it ends exactly at
+    ``length``. A single window ``[0]`` is returned when ``length <= tile``.
+
+    Args:
+        length: Size of the axis, in pixels (> 0).
+        tile: Window size (> 0).
+        overlap: Requested overlap between consecutive windows (``0 <= overlap < tile``). The
+            actual overlap is at least this (larger for the snapped last window or when the stride
+            is rounded to ``align``), unless ``tile - overlap < align``.
+        align: Every start is a multiple of this. ``length`` and ``tile`` must then be multiples
+            of ``align`` too, otherwise the snapped last start could not be aligned.
+
+    Returns:
+        Strictly increasing start offsets; ``starts[0] == 0`` and ``starts[-1] + tile == length``
+        (when ``length > tile``).
+
+    Raises:
+        ValueError: On non-positive sizes, a negative overlap, ``overlap >= tile``, or sizes that
+            are not multiples of ``align``.
+    """
+    if length <= 0:
+        raise ValueError(f"tile_starts: length must be positive; got {length}")
+    if tile <= 0:
+        raise ValueError(f"tile_starts: tile must be positive; got {tile}")
+    if align < 1:
+        raise ValueError(f"tile_starts: align must be >= 1; got {align}")
+    if length <= tile:
+        return [0]
+    if overlap < 0:
+        raise ValueError(f"tile_starts: overlap must be >= 0; got {overlap}")
+    if overlap >= tile:
+        raise ValueError(f"tile_starts: overlap ({overlap}) must be smaller than the tile ({tile})")
+    if length % align or tile % align:
+        raise ValueError(
+            f"tile_starts: length ({length}) and tile ({tile}) must be multiples of align ({align})"
+        )
+    stride = max(align, (tile - overlap) // align * align)
+    last = length - tile
+    starts = list(range(0, last, stride))
+    starts.append(last)
+    return starts
+
+
+# --------------------------------------------------------------------------------------------
+# Blend weights
+# --------------------------------------------------------------------------------------------
+
+
+def _linear_profile(n: int, overlap: int, ramp_start: bool, ramp_end: bool, floor: float) -> Tensor:
+    """1-D linear window of length ``n``: ``floor`` on the outer quarter of each ramped overlap,
+    a linear cross-fade over the middle half, 1 elsewhere (float64)."""
+    w = torch.ones(n, dtype=torch.float64)
+    o = int(overlap)
+    if o <= 0 or not (ramp_start or ramp_end):
+        return w
+    margin = o // 4
+    width = o - 2 * margin  # >= 1 for o >= 1
+    i = torch.arange(n, dtype=torch.float64)
+    # Rising ramp measured from the start: ~0 for i < margin, then (k + 0.5) / width, then 1.
+    # Two windows overlapping by exactly `o` get complementary weights that sum to 1.
+    rise = ((i - margin + 0.5) / width).clamp(max=1.0)
+    rise = torch.where(i < margin, torch.zeros_like(rise), rise)
+    if ramp_start:
+        w = torch.minimum(w, rise)
+    if ramp_end:
+        w = torch.minimum(w, rise.flip(0))
+    return w.clamp(min=floor)
+
+
+def _gaussian_profile(n: int, ramp_start: bool, ramp_end: bool, floor: float) -> Tensor:
+    """1-D Gaussian over the whole length (variance 0.01 relative to ``n``), peak 1; the side(s)
+    that are not ramped are held at the peak value (float64)."""
+    i = torch.arange(n, dtype=torch.float64)
+    mid = (n - 1) / 2.0
+    w = torch.exp(-(((i - mid) / n) ** 2) / (2.0 * _GAUSSIAN_VAR))
+    if not ramp_start:
+        w = torch.where(i <= mid, torch.ones_like(w), w)
+    if not ramp_end:
+        w = torch.where(i >= mid, torch.ones_like(w), w)
+    return w.clamp(min=floor)
+
+
+def blend_window(
+    h: int,
+    w: int,
+    overlap_h: int,
+    overlap_w: int,
+    kind: BlendKind = "linear",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    sides: tuple[bool, bool, bool, bool] = (True, True, True, True),
+) -> Tensor:
+    """Blend weights for one ``h x w`` output tile.
+
+    ``"linear"``: weight 1 in the tile interior; inside each ramped overlap band (``overlap_h``
+    rows at the top/bottom, ``overlap_w`` columns at the left/right) the outer quarter gets a
+    negligible weight (the tile lacks context there) and the middle half ramps linearly to 1, so
+    two neighbours overlapping by exactly the nominal overlap cross-fade with weights summing to 1.
+    ``"gaussian"``: a separable Gaussian over the whole tile with variance 0.01 relative to the
+    tile size (the overlaps are ignored), peak 1.
+
+    Args:
+        h: Tile height.
+        w: Tile width.
+        overlap_h: Nominal vertical overlap (rows), in the same pixels as ``h``.
+        overlap_w: Nominal horizontal overlap (columns).
+        kind: ``"linear"`` or ``"gaussian"``.
+        device: Device of the returned tensor (default CPU).
+        dtype: Floating dtype of the returned tensor (default ``torch.float32``).
+        sides: Which sides ramp, as ``(top, bottom, left, right)``. Pass ``False`` for a side that
+            lies on the image border so border pixels keep full weight.
+
+    Returns:
+        ``(1, 1, h, w)`` weights in ``(0, 1]``, strictly positive everywhere.
+    """
+    if h <= 0 or w <= 0:
+        raise ValueError(f"blend_window: size must be positive; got {h}x{w}")
+    if overlap_h < 0 or overlap_w < 0:
+        raise ValueError(f"blend_window: overlaps must be >= 0; got {overlap_h}, {overlap_w}")
+    dtype = dtype or torch.float32
+    if not dtype.is_floating_point:
+        raise ValueError(f"blend_window: dtype must be floating point; got {dtype}")
+    floor = max(_WEIGHT_FLOOR, float(torch.finfo(dtype).tiny))
+    top, bottom, left, right = (bool(s) for s in sides)
+    if kind == "linear":
+        wy = _linear_profile(h, overlap_h, top, bottom, floor)
+        wx = _linear_profile(w, overlap_w, left, right, floor)
+    elif kind == "gaussian":
+        wy = _gaussian_profile(h, top, bottom, floor)
+        wx = _gaussian_profile(w, left, right, floor)
+    else:
+        raise ValueError(f"blend_window: kind must be 'linear' or 'gaussian'; got {kind!r}")
+    weights = (wy[:, None] * wx[None, :]).clamp(min=floor)
+    return weights.to(device=device, dtype=dtype).reshape(1, 1, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Tiled application
+# --------------------------------------------------------------------------------------------
+
+
+def _exact_scale(scale: float) -> Fraction | None:
+    """``scale`` as a ratio p/q with a small q, or ``None`` when it is not one."""
+    frac = Fraction(scale).limit_denominator(_MAX_SCALE_DENOMINATOR)
+    if abs(float(frac) - scale) <= 1e-9 * max(1.0, scale):
+        return frac
+    return None
+
+
+def _scaled(n: int, scale: float, frac: Fraction | None) -> int:
+    """``n * scale`` as an integer (exact for ratio scales on aligned ``n``, rounded otherwise)."""
+    if frac is not None:
+        return round(n * frac)
+    return int(round(n * scale))
+
+
+def _check_tile_output(
+    out: object, inp: Tensor, expect_hw: tuple[int, int], scale: float
+) -> Tensor:
+    """Validates one output of ``fn`` against the expected batch and spatial size."""
+    if not isinstance(out, Tensor) or out.dim() != 4:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"tiled: fn must return a (B, C, H, W) tensor; got {shape}")
+    if out.shape[0] != inp.shape[0] or tuple(out.shape[-2:]) != expect_hw:
+        raise ValueError(
+            f"tiled: fn returned shape {tuple(out.shape)} for an input tile of shape "
+            f"{tuple(inp.shape)}; expected (B={inp.shape[0]}, C, {expect_hw[0]}, {expect_hw[1]}) "
+            f"for scale={scale} (is the declared scale / multiple_of right?)"
+        )
+    if not out.is_floating_point():
+        raise ValueError(f"tiled: fn must return a floating-point tensor; got {out.dtype}")
+    return out
+
+
+def tiled(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    tile: int,
+    overlap: int = 32,
+    scale: float = 1.0,
+    multiple_of: int = 1,
+    blend: BlendKind = "linear",
+    device: torch.device | str | None = None,
+    out_channels: int | None = None,
+) -> Tensor:
+    """Applies ``fn`` to ``x`` in overlapping tiles and blends the results.
+
+    The input is padded (bottom/right, reflect) to a multiple of ``multiple_of`` and of the
+    scale's denominator, cut into windows of ``tile`` input pixels (rounded down to that
+    alignment) overlapping by at least ``overlap``, and every window is moved to ``device``,
+    passed through ``fn``, moved back to ``x.device`` and accumulated with blend weights (see
+    :func:`blend_window`). Tiles are processed one at a time, so peak device memory is that of
+    one tile; gradients follow the caller's context (wrap the call in ``torch.no_grad()`` or
+    ``torch.inference_mode()`` for inference).
+
+    Args:
+        fn: Function mapping a ``(B, C, h, w)`` tile on ``device`` to a ``(B, C', h*scale,
+            w*scale)`` tile. ``C'`` may differ from ``C``; it is taken from the first tile.
+        x: ``(B, C, H, W)`` floating-point input, on any device.
+        tile: Tile edge in input pixels. ``<= 0``, or at least the padded height and width,
+            calls ``fn`` once on the whole padded image.
+        overlap: Overlap between neighbouring tiles in input pixels. Clamped to half a tile
+            (with a warning) when it is not smaller than the tile.
+        scale: Output size / input size of ``fn`` (``4`` for x4 SR, ``0.125`` for an encoder).
+            For ``scale < 1`` tile starts are snapped to multiples of ``1 / scale`` (in general,
+            of the denominator q of scale = p/q) so output positions are integers.
+        multiple_of: ``fn`` needs input sizes that are multiples of this.
+        blend: ``"linear"`` (default; exact when the receptive-field radius is at most a
+            quarter of the overlap) or ``"gaussian"`` (CCSR / HYPIR style).
+        device: Where ``fn`` runs; ``None`` means ``x.device``.
+        out_channels: Expected output channels; checked against the first tile when given.
+
+    Returns:
+        ``(B, C', round(H * scale), round(W * scale))`` on ``x.device``, in ``fn``'s output dtype.
+
+    Raises:
+        ValueError: On invalid arguments, or when ``fn`` returns a tile of an unexpected shape.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"tiled: x must be a (B, C, H, W) tensor; got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"tiled: x must be floating point; got {x.dtype}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"tiled: scale must be a positive finite number; got {scale!r}")
+    if multiple_of < 1:
+        raise ValueError(f"tiled: multiple_of must be >= 1; got {multiple_of}")
+    if overlap < 0:
+        raise ValueError(f"tiled: overlap must be >= 0; got {overlap}")
+    if blend not in ("linear", "gaussian"):
+        raise ValueError(f"tiled: blend must be 'linear' or 'gaussian'; got {blend!r}")
+
+    scale = float(scale)
+    frac = _exact_scale(scale)
+    align = math.lcm(multiple_of, frac.denominator if frac is not None else 1)
+    run_device = torch.device(device) if device is not None else x.device
+    host = x.device
+
+    _, _, height, width = x.shape
+    out_h, out_w = int(round(height * scale)), int(round(width * scale))
+    xp, _ = pad_to_multiple(x, align)
+    hp, wp = int(xp.shape[-2]), int(xp.shape[-1])
+    canvas_h, canvas_w = _scaled(hp, scale, frac), _scaled(wp, scale, frac)
+
+    tile_eff = max(align, tile // align * align) if tile > 0 else 0
+    if tile <= 0 or (tile_eff >= hp and tile_eff >= wp):
+        inp = xp.to(run_device)
+        out = _check_tile_output(fn(inp), inp, (canvas_h, canvas_w), scale)
+        if out_channels is not None and out.shape[1] != out_channels:
+            raise ValueError(f"tiled: fn returned {out.shape[1]} channels; expected {out_channels}")
+        return out[..., :out_h, :out_w].to(host)
+
+    th, tw = min(tile_eff, hp), min(tile_eff, wp)
+
+    def axis_overlap(size: int, t: int) -> int:
+        if size <= t or overlap < t:
+            return overlap
+        logger.warning("overlap %d is not smaller than the tile %d; using %d", overlap, t, t // 2)
+        return t // 2
+
+    ov_h, ov_w = axis_overlap(hp, th), axis_overlap(wp, tw)
+    ys = tile_starts(hp, th, ov_h, align=align)
+    xs = tile_starts(wp, tw, ov_w, align=align)
+    oth, otw = _scaled(th, scale, frac), _scaled(tw, scale, frac)
+    if oth <= 0 or otw <= 0:
+        raise ValueError(f"tiled: a {th}x{tw} tile at scale {scale} has an empty output")
+    out_ov_h, out_ov_w = _scaled(ov_h, scale, frac), _scaled(ov_w, scale, frac)
+    logger.debug(
+        "tiling %dx%d (padded %dx%d) into %dx%d tiles of %dx%d, overlap %d/%d, scale %g on %s",
+        height, width, hp, wp, len(ys), len(xs), th, tw, ov_h, ov_w, scale, run_device,
+    )
+
+    def out_pos(start: int, canvas: int, size: int) -> int:
+        return min(max(_scaled(start, scale, frac), 0), canvas - size)
+
+    canvas: Tensor | None = None
+    weight_sum: Tensor | None = None
+    out_dtype: torch.dtype | None = None
+    weights: dict[tuple[bool, bool, bool, bool], tuple[Tensor, Tensor]] = {}
+
+    for y0 in ys:
+        oy = out_pos(y0, canvas_h, oth)
+        for x0 in xs:
+            ox = out_pos(x0, canvas_w, otw)
+            # A private copy: fn may work in place, and neighbouring tiles share input pixels.
+            inp = xp[:, :, y0 : y0 + th, x0 : x0 + tw].to(run_device, copy=True)
+            out = _check_tile_output(fn(inp), inp, (oth, otw), scale)
+            del inp
+            if canvas is None:
+                if out_channels is not None and out.shape[1] != out_channels:
+                    raise ValueError(
+                        f"tiled: fn returned {out.shape[1]} channels; expected {out_channels}"
+                    )
+                out_dtype = out.dtype
+                acc_dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+                canvas = torch.zeros(
+                    (x.shape[0], out.shape[1], canvas_h, canvas_w), dtype=acc_dtype, device=host
+                )
+                weight_sum = torch.zeros((1, 1, canvas_h, canvas_w), dtype=acc_dtype, device=host)
+            elif out.shape[1] != canvas.shape[1]:
+                raise ValueError(
+                    f"tiled: fn returned {out.shape[1]} channels for one tile and "
+                    f"{canvas.shape[1]} for another"
+                )
+            sides = (y0 > 0, y0 + th < hp, x0 > 0, x0 + tw < wp)
+            if sides not in weights:
+                w_host = blend_window(
+                    oth, otw, out_ov_h, out_ov_w, blend,
+                    device=host, dtype=canvas.dtype, sides=sides,
+                )
+                weights[sides] = (w_host.to(out.device), w_host)
+            w_dev, w_host = weights[sides]
+            contrib = (out.to(canvas.dtype) * w_dev).to(host)
+            del out
+            canvas[:, :, oy : oy + oth, ox : ox + otw] += contrib
+            weight_sum[:, :, oy : oy + oth, ox : ox + otw] += w_host
+            del contrib
+
+    assert canvas is not None and weight_sum is not None and out_dtype is not None
+    result = canvas[:, :, :out_h, :out_w] / weight_sum[:, :, :out_h, :out_w]
+    return result.to(out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: tile size from free memory, OOM fallback
+# --------------------------------------------------------------------------------------------
+
+_FALLBACK_HOST_BYTES = 4 * 1024**3
+
+
+def _host_available_bytes() -> int:
+    """Available host memory in bytes: /proc/meminfo MemAvailable, else sysconf, else 4 GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES")
+        page_size = os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return int(pages) * int(page_size)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return _FALLBACK_HOST_BYTES
+
+
+def _device_budget_bytes(device: torch.device) -> int:
+    """Bytes a tile may use on ``device``: a safety fraction of what is free."""
+    if device.type == "cuda":
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+            # Memory held by PyTorch's caching allocator but not in use is reusable too.
+            try:
+                cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+                free += max(0, cached)
+            except (RuntimeError, AssertionError):
+                pass
+            return int(free * 0.8)
+        except (RuntimeError, AssertionError, AttributeError) as err:
+            logger.debug("could not query CUDA memory (%s); using the host estimate", err)
+    return int(_host_available_bytes() * 0.5)
+
+
+def auto_tile_size(
+    device: torch.device | str | None,
+    *,
+    bytes_per_pixel: float,
+    channels: int = 3,
+    multiple_of: int = 1,
+    max_tile: int = 2048,
+    min_tile: int = 64,
+) -> int:
+    """Picks a square tile edge that fits in the free memory of ``device``.
+
+    The memory one tile needs is modelled as ``tile**2 * (bytes_per_pixel + 4 * channels)``:
+    ``bytes_per_pixel`` is the method's peak working memory per input pixel (activations,
+    upscaled output, ...) and the second term the float32 input tile. The budget is 80% of free
+    CUDA memory (``torch.cuda.mem_get_info`` plus reusable cached blocks) on a CUDA device, and
+    50% of available host memory (``/proc/meminfo``, ``os.sysconf``, or an assumed 4 GiB)
+    otherwise.
+
+    Args:
+        device: Device the tiles will run on (``None`` means CPU).
+        bytes_per_pixel: Peak bytes per input pixel of a tile (> 0).
+        channels: Input channels.
+        multiple_of: The result is a multiple of this.
+        max_tile: Upper bound of the result.
+        min_tile: Lower bound of the result.
+
+    Returns:
+        A tile edge in ``[min_tile, max_tile]`` that is a multiple of ``multiple_of``, rounded
+        down to a multiple of 16 (or 8) as well when that stays within bounds.
+
+    Raises:
+        ValueError: On non-positive inputs or when no multiple of ``multiple_of`` lies in
+            ``[min_tile, max_tile]``.
+    """
+    if not (bytes_per_pixel > 0 and math.isfinite(bytes_per_pixel)):
+        raise ValueError(f"auto_tile_size: bytes_per_pixel must be positive; got {bytes_per_pixel}")
+    if multiple_of < 1 or channels < 0 or min_tile < 1 or max_tile < min_tile:
+        raise ValueError(
+            "auto_tile_size: need multiple_of >= 1, channels >= 0 and 1 <= min_tile <= max_tile; "
+            f"got multiple_of={multiple_of}, channels={channels}, "
+            f"min_tile={min_tile}, max_tile={max_tile}"
+        )
+    m = multiple_of
+    lo = -(-min_tile // m) * m
+    hi = max_tile // m * m
+    if lo > hi:
+        raise ValueError(
+            f"auto_tile_size: no multiple of {m} lies in [{min_tile}, {max_tile}]"
+        )
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    budget = _device_budget_bytes(dev)
+    raw = int(math.sqrt(max(budget, 0) / (bytes_per_pixel + 4.0 * channels)))
+    t = min(max(raw, lo), hi)
+    for neat in (16, 8):
+        step = math.lcm(m, neat)
+        candidate = t // step * step
+        if candidate >= lo:
+            t = candidate
+            break
+    else:
+        t = t // m * m
+    logger.debug("auto tile on %s: budget %d bytes -> tile %d", dev, budget, t)
+    return int(t)
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(
+        torch, "OutOfMemoryError", None
+    )
+    if oom_type is not None and isinstance(err, oom_type):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _release_cuda_cache() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def run_with_oom_fallback(
+    run: Callable[[int], Tensor],
+    tile: int,
+    *,
+    min_tile: int = 64,
+    multiple_of: int = 1,
+) -> Tensor:
+    """Calls ``run(tile)``, halving the tile after each out-of-memory error.
+
+    An error counts as out-of-memory when it is a ``torch.cuda.OutOfMemoryError`` or a
+    ``RuntimeError`` whose message contains "out of memory". After one, the CUDA cache is
+    emptied, the tile is halved (rounded down to a multiple of ``multiple_of``) and ``run`` is
+    called again; each halving is logged as a warning on the ``irc.tiling`` logger. Other errors
+    propagate unchanged.
+
+    Args:
+        run: Callable doing the work for a given tile edge (typically a closure over
+            :func:`tiled`).
+        tile: First tile edge to try. ``<= 0`` ("whole image") cannot be halved: an
+            out-of-memory error is re-raised.
+        min_tile: Smallest tile edge to try.
+        multiple_of: Tile edges tried after the first are multiples of this.
+
+    Returns:
+        Whatever the first successful ``run`` returns.
+
+    Raises:
+        torch.cuda.OutOfMemoryError | RuntimeError: The last out-of-memory error, when the next
+            halved tile would be smaller than ``min_tile``.
+    """
+    m = max(1, multiple_of)
+    while True:
+        try:
+            return run(tile)
+        except RuntimeError as err:
+            if not _is_oom(err):
+                raise
+            next_tile = (tile // 2) // m * m if tile > 0 else 0
+            if next_tile < max(min_tile, 1):
+                logger.warning(
+                    "out of memory at tile %d; giving up (next tile %d is below the minimum %d)",
+                    tile, next_tile, min_tile,
+                )
+                raise
+        # Outside the except block: the exception and its frames (which may pin tensors) are gone.
+        _release_cuda_cache()
+        logger.warning("out of memory at tile %d; retrying with tile %d", tile, next_tile)
+        tile = next_tile

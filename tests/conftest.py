@@ -1,0 +1,35 @@
+"""Shared fixtures: the data pack (IRC_DATA_ROOT, default ../shared/data) and small real crops."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("IRC_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not DATA_ROOT.is_dir():
+        pytest.skip(f"data pack not found at {DATA_ROOT} (set IRC_DATA_ROOT)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def real_rgb(data_root) -> np.ndarray:
+    """A 64x80 RGB crop of a real photo, float32 (3, H, W) in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(data_root / "CBSD68" / sorted(os.listdir(data_root / "CBSD68"))[0]) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(arr[100:164, 120:200].transpose(2, 0, 1))
+
+
+@pytest.fixture(scope="session")
+def real_grey(real_rgb) -> np.ndarray:
+    """The same crop as luminance, (1, H, W) in [0, 1]."""
+    return (real_rgb * np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]).sum(0, keepdims=True)

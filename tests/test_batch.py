@@ -1,0 +1,157 @@
+"""Batch behaviour of `irc restore`: bad files, skipping, mirroring, stdin, interruption."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from irc.batch import InputItem, expand_inputs, plan_output
+from irc.cli import main
+from irc.errors import IrcError, UsageError
+
+
+def make_png(path: Path, size=(24, 16), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def mixed_dir(tmp_path) -> Path:
+    """Three good images and four bad ones (zero-byte, truncated, not an image, bomb)."""
+    d = tmp_path / "in"
+    for i in range(3):
+        make_png(d / f"good{i}.png", seed=i)
+    (d / "empty.png").write_bytes(b"")
+    full = (d / "good0.png").read_bytes()
+    (d / "truncated.png").write_bytes(full[: len(full) // 2])
+    (d / "noise.jpg").write_bytes(os.urandom(2000))
+    make_png(d / "bomb.png", size=(300, 300))
+    return d
+
+
+def test_bad_files_do_not_stop_the_batch(mixed_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IRC_MAX_PIXELS", "50000")  # makes bomb.png (90,000 px) "too large"
+    out = tmp_path / "out"
+    code = main(["restore", "-m", "bicubic", "--scale", "2", "--device", "cpu", "--jsonl", str(mixed_dir), "-o", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1
+    records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
+    assert {n for n, r in records.items() if r["status"] == "done"} == {"good0.png", "good1.png", "good2.png"}
+    assert {n for n, r in records.items() if r["status"] == "failed"} == {"empty.png", "truncated.png", "noise.jpg", "bomb.png"}
+    for name in ("empty.png", "truncated.png", "noise.jpg", "bomb.png"):
+        assert name in records[name]["error"] and "\n" not in records[name]["error"]
+        assert name in stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good0_bicubic.png", "good1_bicubic.png", "good2_bicubic.png"]
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys):
+    src = make_png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["restore", "-m", "identity", str(src), "-o", str(out), "--jsonl"]) == 0
+    target = out / "a_identity.png"
+    target.write_bytes(b"sentinel")
+    capsys.readouterr()
+    assert main(["restore", "-m", "identity", str(src), "-o", str(out), "--jsonl"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "skipped"
+    assert target.read_bytes() == b"sentinel"
+    assert main(["restore", "-m", "identity", str(src), "-o", str(out), "--overwrite", "--jsonl"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "done"
+    with Image.open(target) as im:
+        assert im.size == (24, 16)
+
+
+def test_input_is_never_overwritten(tmp_path, capsys):
+    src = make_png(tmp_path / "a.png")
+    before = src.read_bytes()
+    code = main(["restore", "-m", "identity", str(src), "--name-template", "{name}", "--overwrite"])
+    assert code == 1 and "overwrite the input" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+def test_recursive_mirrors_the_tree(tmp_path, capsys):
+    make_png(tmp_path / "in" / "a.png")
+    make_png(tmp_path / "in" / "sub" / "deeper" / "b.png")
+    out = tmp_path / "out"
+    assert main(["restore", "-m", "identity", "-r", str(tmp_path / "in"), "-o", str(out)]) == 0
+    assert (out / "a_identity.png").is_file() and (out / "sub" / "deeper" / "b_identity.png").is_file()
+    # without --recursive only the top level is taken
+    items = expand_inputs([str(tmp_path / "in")]).items
+    assert [i.path.name for i in items] == ["a.png"]
+
+
+def test_globs_stdin_and_missing_inputs(tmp_path):
+    a = make_png(tmp_path / "a.png")
+    b = make_png(tmp_path / "b.png")
+    (tmp_path / "notes.txt").write_text("x")
+    found = expand_inputs([str(tmp_path / "*.png")])
+    assert [i.path for i in found.items] == [a, b] and not found.missing
+    found = expand_inputs(["-", str(a)], stdin=io.StringIO(f"{b}\n\n{a}\n{tmp_path / 'gone.png'}\n"))
+    assert [i.path for i in found.items] == [b, a]  # duplicates removed, order kept
+    assert len(found.missing) == 1 and "gone.png" in found.missing[0]
+
+
+def test_missing_input_fails_the_run_but_not_the_batch(tmp_path, capsys):
+    a = make_png(tmp_path / "a.png")
+    code = main(["restore", "-m", "identity", str(a), str(tmp_path / "nope.png"), "-o", str(tmp_path / "out")])
+    assert code == 1
+    assert (tmp_path / "out" / "a_identity.png").exists()
+    assert "nope.png" in capsys.readouterr().err
+
+
+def test_name_template_fields(tmp_path):
+    item = InputItem(tmp_path / "x.jpg", "sub")
+    out = plan_output(item, output_dir=tmp_path / "o", template="{method}/{stem}-x{scale}.{ext}", fields={"method": "bicubic", "scale": 4.0}, ext="png")
+    assert out == tmp_path / "o" / "sub" / "bicubic" / "x-x4.0.png"
+    with pytest.raises(UsageError, match="unknown field"):
+        plan_output(item, output_dir=None, template="{nope}", fields={}, ext=None)
+    with pytest.raises(IrcError, match="overwrite the input"):
+        plan_output(InputItem(tmp_path / "x.jpg"), output_dir=None, template="{name}", fields={}, ext=None)
+
+
+def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path, data_root):
+    """Kill the process mid-batch: every output present is complete; a rerun does only the rest."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = data_root / "DIV2K_valid_256crops"
+    names = sorted(os.listdir(photo))[:24]
+    for name in names:
+        shutil.copy(photo / name, src / name)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "irc", "restore", "-m", "bicubic", "--scale", "4", "--device", "cpu", str(src), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [p for p in out.glob("*.png")] if out.exists() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = sorted(p.name for p in out.glob("*.png"))
+    assert 2 <= len(finished) < len(names), "the batch was not interrupted mid-run"
+    for name in finished:  # whatever carries a final name is a whole, decodable image
+        with Image.open(out / name) as im:
+            im.load()
+            assert im.size == (1024, 1024)
+
+    rerun = subprocess.run(cmd + ["--jsonl"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    records = [json.loads(line) for line in rerun.stdout.splitlines()]
+    skipped = sorted(Path(r["output"]).name for r in records if r["status"] == "skipped")
+    assert skipped == finished
+    assert sum(r["status"] == "done" for r in records) == len(names) - len(finished)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{Path(n).stem}_bicubic.png" for n in names)

@@ -1,0 +1,100 @@
+"""The command line: help texts, lazy imports, exit codes, `irc methods`, `irc restore`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from irc.cli import app, main
+
+COMMANDS = ["restore", "methods", "weights"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_importing_the_cli_loads_no_torch():
+    code = "import sys, irc.cli; bad = [m for m in ('torch', 'numpy', 'accelerate', 'diffusers') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("command", [["restore"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"]])
+def test_every_option_has_help(command):
+    """Every option and argument of every command carries a help text."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    cmd = group
+    for part in command:
+        cmd = cmd.commands[part]
+    for param in cmd.params:
+        assert getattr(param, "help", None), f"{' '.join(command)}: {param.name} has no help"
+
+
+def test_version(capsys):
+    from irc import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+
+
+def test_methods_json(capsys):
+    code, out, _ = run(capsys, "methods", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["name"] for r in rows][:2] == ["identity", "bicubic"]
+    assert rows[1]["knobs"][0]["name"] == "scale"
+
+
+def test_methods_table(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and "bicubic" in out and "identity" in out
+
+
+def test_usage_errors_exit_2(capsys, tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    code, _, err = run(capsys, "restore", "--method", "nope", str(img))
+    assert code == 2 and "unknown method 'nope'" in err
+    code, _, err = run(capsys, "restore", "--method", "bicubic", "--prompt", "a cat", str(img))
+    assert code == 2 and "prompt" in err and "scale" in err
+    code, _, err = run(capsys, "restore", "--device", "cpu", "--dtype", "fp16", str(img))
+    assert code == 2 and "fp16" in err
+    code, _, err = run(capsys, "restore", "--tile", "big", str(img))
+    assert code == 2 and "--tile" in err
+    code, _, err = run(capsys, "restore", "--bogus-flag", str(img))
+    assert code == 2
+
+
+def test_restore_bicubic_on_real_images(capsys, tmp_path, data_root):
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "restore", "--method", "bicubic", "--scale", "4", "--device", "cpu", "--jsonl",
+                         str(data_root / "Set5" / "LR_bicubic" / "X4"), "-o", str(out_dir))
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 5 and all(r["status"] == "done" for r in records)
+    for record in records:
+        assert record["out_width"] == 4 * record["width"] and record["out_height"] == 4 * record["height"]
+    with Image.open(out_dir / "babyx4_bicubic.png") as im:
+        assert im.size == (512, 512)
+
+
+def test_python_dash_m_irc():
+    out = subprocess.run([sys.executable, "-m", "irc", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "irc" in out.stdout
