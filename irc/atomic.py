@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
 TEMP_SUFFIX = ".tmp"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (best effort: some systems cannot open folders)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms and filesystems cannot open directories
+    except OSError:
         return
     try:
         os.fsync(fd)
@@ -29,28 +30,44 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def create_temp_beside(target: Path) -> tuple[int, Path]:
+    """Create ``.<target name>.<random>.tmp`` beside ``target``; returns ``(fd, path)``.
+
+    ``O_EXCL`` with mode 0o666 lets the umask decide the final permissions, as a plain ``open``
+    would; ``tempfile.mkstemp`` would leave every output readable by its owner only.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {target}")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
 
     The caller writes the temporary file completely (any way it likes); on an exception the
     temporary file is removed and ``target`` is left untouched. Parent directories are created.
+    ``OSError`` s (unwritable folder, full disk) propagate for the caller to word.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    fd, tmp = create_temp_beside(target)
     os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    fsync_dir(target.parent)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -230,7 +229,3 @@ def print_summary(report: BatchReport, *, console=None, verb: str = "restored") 
         text = message if message.startswith(path) else f"{path}: {message}"
         console.print(f"[red]failed[/red] {escape(text)}")
 
-
-def env_flag(name: str) -> bool:
-    """True when the environment variable is set to 1/true/yes/on."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

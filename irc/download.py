@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from irc import __version__
+from irc.atomic import fsync_dir
 from irc.errors import WeightsError
 
 __all__ = ["cache_dir", "download", "is_offline", "sha256_file"]
@@ -103,16 +104,6 @@ def _place_hint(url: str, dest: Path, sha256: str | None) -> str:
     """The "put this file there yourself" sentence shared by every failure message."""
     tail = f" (sha256 {sha256})" if sha256 else ""
     return f"download {url} and place it at {dest}{tail}"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort because not every platform can open a directory."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class _Transient(Exception):
@@ -359,7 +350,7 @@ def download(
             os.replace(part, dest)
         except OSError as err:
             raise WeightsError(f"cannot move {part} to {dest}: {err.strerror or err}") from err
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     return dest
 
 

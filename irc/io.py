@@ -89,7 +89,6 @@ import dataclasses
 import errno
 import io
 import os
-import secrets
 import stat
 import struct
 import sys
@@ -104,6 +103,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageFile, UnidentifiedImageError, features
 
+from irc.atomic import atomic_path
 from irc.errors import ImageReadError, IrcError, UsageError
 
 __all__ = [
@@ -786,56 +786,15 @@ def _encoder(
 
 
 def _write_atomically(path: Path, encode: _Encoder) -> None:
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise IrcError(f"{path}: cannot create the output folder ({_os_reason(err)})") from err
     if path.is_dir():
         raise IrcError(f"{path}: is a directory")
-    fd, temp = _create_temp_file(folder, path.name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            encode(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(err, OSError):
-            raise IrcError(f"{path}: cannot write the image ({_os_reason(err)})") from err
-        raise
-    _fsync_folder(folder)
+        with atomic_path(path) as temp:
+            with open(temp, "wb") as fh:
+                encode(fh)
+    except OSError as err:
+        raise IrcError(f"{path}: cannot write the image ({_os_reason(err)})") from err
 
-
-def _create_temp_file(folder: Path, name: str) -> tuple[int, Path]:
-    # O_EXCL with mode 0o666 lets the umask decide the final permissions, as for a plain open();
-    # tempfile.mkstemp would leave every output readable by its owner only.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise IrcError(f"{folder / name}: cannot write the image ({_os_reason(err)})") from err
-    raise IrcError(f"{folder / name}: cannot create a temporary file beside it")
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; Windows cannot open folders, hence best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- 16-bit PNG ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from irc import __version__
+from irc.atomic import atomic_path
 from irc.download import cache_dir, download, sha256_file
 from irc.errors import WeightsError
 
@@ -676,20 +677,10 @@ def save_weights(path: Path, state_dict: Mapping[str, "Tensor"], metadata: Mappi
         tensors[name] = tensor
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise WeightsError(f"cannot create {path.parent}: {err.strerror or err}") from err
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
     except OSError as err:
         raise WeightsError(f"cannot write {path}: {err.strerror or err}") from err
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return path
 
 

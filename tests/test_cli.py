@@ -12,7 +12,7 @@ from PIL import Image
 
 from irc.cli import app, main
 
-COMMANDS = ["restore", "methods", "weights"]
+COMMANDS = ["restore", "eval", "bench", "methods", "weights"]
 
 
 def run(capsys, *argv):
@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("command", [["restore"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"]])
+@pytest.mark.parametrize("command", [["restore"], ["eval"], ["bench"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"]])
 def test_every_option_has_help(command):
     """Every option and argument of every command carries a help text."""
     import typer.main
@@ -98,3 +98,45 @@ def test_restore_bicubic_on_real_images(capsys, tmp_path, data_root):
 def test_python_dash_m_irc():
     out = subprocess.run([sys.executable, "-m", "irc", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "irc" in out.stdout
+
+
+def test_restore_keeps_16_bit_alpha_and_icc(tmp_path, capsys):
+    """A 16-bit RGBA PNG with an ICC profile through bicubic x2: 16-bit RGBA out, alpha resized, ICC kept."""
+    from PIL import ImageCms
+
+    from irc.io import Image as IrcImage
+    from irc.io import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = rng.random((3, 20, 28)).astype(np.float32)
+    alpha = np.ones((1, 20, 28), np.float32)
+    alpha[:, :, :14] = 0.25
+    src = write_image(tmp_path / "in.png", IrcImage(pixels=pixels, alpha=alpha, bit_depth=16, icc_profile=icc, source_mode="RGBA", format="PNG"))
+    code, _, err = run(capsys, "restore", "-m", "bicubic", "--scale", "2", "--device", "cpu", str(src), "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    out = read_image(tmp_path / "out" / "in_bicubic.png")
+    assert (out.height, out.width) == (40, 56)
+    assert out.bit_depth == 16 and out.icc_profile == icc
+    assert out.alpha is not None and out.alpha.shape == (1, 40, 56)
+    assert abs(float(out.alpha[0, 20, 5]) - 0.25) < 1e-3 and abs(float(out.alpha[0, 20, 50]) - 1.0) < 1e-3
+    # 16-bit precision survives: values are not on the 8-bit grid
+    assert np.abs(out.pixels * 255 - np.round(out.pixels * 255)).max() > 0.01
+
+
+def test_grey_image_stays_grey(tmp_path, capsys, data_root):
+    code, _, err = run(capsys, "restore", "-m", "bicubic", "--scale", "2", "--device", "cpu", str(data_root / "Set11" / "Parrots.tif"), "-o", str(tmp_path), "--ext", "png")
+    assert code == 0, err
+    with Image.open(tmp_path / "Parrots_bicubic.png") as im:
+        assert im.mode == "L" and im.size == (512, 512)
+
+
+def test_tiled_restore_through_the_cli_matches(tmp_path, capsys, data_root):
+    src = data_root / "Set5" / "LR_bicubic" / "X4" / "birdx4.png"
+    assert run(capsys, "restore", "-m", "bicubic", "-s", "4", "--device", "cpu", str(src), "-o", str(tmp_path / "whole"))[0] == 0
+    assert run(capsys, "restore", "-m", "bicubic", "-s", "4", "--device", "cpu", "--tile", "32", "--tile-overlap", "8", str(src), "-o", str(tmp_path / "tiled"))[0] == 0
+    assert run(capsys, "restore", "-m", "bicubic", "-s", "4", "--device", "cpu", "--tile", "auto", str(src), "-o", str(tmp_path / "auto"))[0] == 0
+    whole = np.asarray(Image.open(tmp_path / "whole" / "birdx4_bicubic.png"), dtype=int)
+    tiled = np.asarray(Image.open(tmp_path / "tiled" / "birdx4_bicubic.png"), dtype=int)
+    auto = np.asarray(Image.open(tmp_path / "auto" / "birdx4_bicubic.png"), dtype=int)
+    assert np.abs(whole - tiled).max() <= 1 and np.array_equal(whole, auto)

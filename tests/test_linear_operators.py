@@ -46,6 +46,10 @@ def _usrnet_kernels() -> list[torch.Tensor]:
     return load_usrnet_kernels(_need("kernels/kernels_12.mat"))
 
 
+def _rand(shape, seed, dtype=torch.float64):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
 def _random_mask(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(h, w, generator=torch.Generator().manual_seed(seed))
 
@@ -89,10 +93,6 @@ def test_adjointness(name, factory, x_shape):
     y_shape = tuple(op.A(torch.zeros(x_shape, dtype=torch.float64)).shape)
     assert op.measurement_shape(x_shape) == y_shape
     assert op.input_shape(y_shape) == tuple(x_shape)
-
-
-def _rand(shape, seed, dtype=torch.float64):
-    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 @pytest.mark.parametrize("per_sample_rho", [False, True], ids=["scalar-rho", "batch-rho"])
@@ -275,7 +275,7 @@ def test_cassi_simulation_mask_and_shapes():
     h = op.initial_estimate(y)
     torch.testing.assert_close(h, shift_back(y / 14, 28, 2) * mask)
     assert op.initial_estimate(y, use_mask=False).shape == (1, 28, 256, 256)
-    # diag(A A^T) equals A A^T applied to ones... on any measurement (diagonal operator)
+    # A A^T is diagonal: A A^T v = Phi * v for any measurement v
     v = _rand((1, 1, 256, 310), 2, torch.float32)
     torch.testing.assert_close(op.A(op.A_adjoint(v)), op.phi_diag(v) * v, rtol=1e-5, atol=1e-5)
 
