@@ -223,7 +223,7 @@ def print_summary(report: BatchReport, *, console=None, verb: str = "restored") 
     from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     console.print(f"{report.done} {verb}, {report.skipped} skipped (exist; --overwrite to redo), {len(report.failures)} failed")
     for path, message in report.failures:
         text = message if message.startswith(path) else f"{path}: {message}"

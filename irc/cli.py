@@ -70,7 +70,8 @@ def _root(
 def _err_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    # soft_wrap: an error stays on one line, whatever the terminal width (scripts grep for it)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _parse_tile(text: str) -> int | str:

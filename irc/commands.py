@@ -37,7 +37,7 @@ def run_eval(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from irc.data.benchmarks import open_benchmark
-    from irc.evaluate import Run, evaluate, write_results
+    from irc.evaluate import Run, evaluate, json_safe, write_results
 
     bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit)
     runs = []
@@ -63,7 +63,7 @@ def run_eval(
     written = write_results(results, out_dir)
     summaries = [r.summary for r in results]
     if as_json:
-        print(json.dumps(summaries, indent=2))
+        print(json.dumps(json_safe(summaries), indent=2))
     else:
         protocol = bench.protocol
         title = f"{bench.name}: {protocol.task}" + (f" x{protocol.scale}" if protocol.scale != 1 else "")

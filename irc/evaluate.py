@@ -24,6 +24,7 @@ from torch import Tensor
 
 from irc import __version__
 from irc.data.benchmarks import Benchmark, Protocol
+from irc.errors import IrcError
 from irc.methods.base import Method
 from irc.metrics import psnr, ssim
 
@@ -66,7 +67,7 @@ def score(restored: Tensor, gt: Tensor, protocol: Protocol) -> dict[str, float]:
 def protocol_knobs(method: Method, protocol: Protocol, knobs: dict[str, Any]) -> dict[str, Any]:
     """Fill method options the protocol implies (e.g. ``scale`` for SR) unless the user set them."""
     filled = dict(knobs)
-    if protocol.scale != 1 and "scale" in method.knob_names():
+    if "scale" in method.knob_names():
         filled.setdefault("scale", protocol.scale)
     return filled
 
@@ -93,7 +94,10 @@ def evaluate(run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: i
         restored = restore_tensor(run.method, sample.lq[None].float(), tile=tile, tile_overlap=tile_overlap, **knobs)[0]
         seconds = time.perf_counter() - start
         if restored.shape != sample.gt.shape:
-            raise RuntimeError(f"{run.label} on {sample.name}: output {tuple(restored.shape)} does not match ground truth {tuple(sample.gt.shape)}")
+            raise IrcError(
+                f"{run.label} on {bench.name}/{sample.name}: output {tuple(restored.shape)} does not match the ground truth "
+                f"{tuple(sample.gt.shape)}; does the method need an option such as --scale for this protocol?"
+            )
         row = {"method": run.label, "image": sample.name, **score(restored, sample.gt, protocol), "seconds": round(seconds, 4)}
         result.rows.append(row)
         if save_images is not None:
@@ -106,8 +110,19 @@ def evaluate(run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: i
 
 
 def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+    """Plain mean; an identical image (PSNR = inf) makes the mean inf, as it should."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by the strings "inf", "-inf", "nan" (strict JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def summarise(run: Run, bench: Benchmark, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,8 +158,8 @@ def write_results(results: list[EvalResult], out_dir: Path) -> list[Path]:
         lines.append(",".join(_csv_cell(row[c]) for c in columns))
     written = [
         atomic_write_text(out_dir / "rows.csv", "\n".join(lines) + "\n"),
-        atomic_write_text(out_dir / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
-        atomic_write_text(out_dir / "summary.json", json.dumps([r.summary for r in results], indent=2) + "\n"),
+        atomic_write_text(out_dir / "rows.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in rows)),
+        atomic_write_text(out_dir / "summary.json", json.dumps(json_safe([r.summary for r in results]), indent=2) + "\n"),
     ]
     return written
 

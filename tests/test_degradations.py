@@ -4,6 +4,7 @@ haze/low-light identities, the Real-ESRGAN pipeline and the MiOIR task mixtures.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -47,7 +48,7 @@ def _crop() -> torch.Tensor:
     if folder.is_dir():
         from PIL import Image
 
-        with Image.open(folder / sorted(os.listdir(folder))[0]) as im:
+        with Image.open(folder / min(os.listdir(folder))) as im:
             a = np.asarray(im.convert("RGB"), dtype=np.float32)[100:164, 120:184] / 255.0
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
@@ -113,7 +114,7 @@ def test_different_seeds_differ(name):
         params.append(json.dumps(p, sort_keys=True))
         outs.append(deg.apply(IMG, p))
     assert len(set(params)) == 4
-    differ = [a.shape != b.shape or not torch.equal(a, b) for a, b in zip(outs, outs[1:])]
+    differ = [a.shape != b.shape or not torch.equal(a, b) for a, b in itertools.pairwise(outs)]
     assert any(differ)
 
 
@@ -353,7 +354,9 @@ def test_haze():
     # explicit depth map: constant depth -> uniform blend with the airlight
     dc = torch.full((64, 64), 0.5)
     t = math.exp(-1.0 * 0.5)
-    assert torch.allclose(h.apply(IMG, {"A": 0.8, "beta": 1.0, "seed": 0}, depth=dc), IMG * t + 0.8 * (1 - t), atol=1e-6)
+    assert torch.allclose(
+        h.apply(IMG, {"A": 0.8, "beta": 1.0, "seed": 0}, depth=dc), IMG * t + 0.8 * (1 - t), atol=1e-6
+    )
 
 
 def test_rain():
@@ -440,7 +443,7 @@ def test_realesrgan_pipeline():
 def test_realesrgan_sampling_follows_hypir_settings():
     deg = RealESRGANDegradation()
     ps = [deg.sample(np.random.default_rng(i)) for i in range(600)]
-    frac = lambda f: sum(1 for p in ps if f(p)) / len(ps)  # noqa: E731
+    frac = lambda f: sum(1 for p in ps if f(p)) / len(ps)
     assert abs(frac(lambda p: p["stage2"]["blur"]) - 0.8) < 0.06
     assert abs(frac(lambda p: p["final"]["sinc"] is not None) - 0.8) < 0.06
     assert abs(frac(lambda p: p["final"]["order"] == "resize_first") - 0.5) < 0.07

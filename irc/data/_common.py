@@ -7,9 +7,8 @@ which cropping, padding and flipping are plain slicing) until they are handed ov
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -94,9 +93,14 @@ def grey_u8(arr: np.ndarray) -> np.ndarray:
 
 
 def grey_float(arr: np.ndarray) -> np.ndarray:
-    """``(H, W, 1)`` float32 BT.601 full-range luma ``0.299 R + 0.587 G + 0.114 B`` (unrounded)."""
+    """``(H, W, 1)`` float32 BT.601 full-range luma ``0.299 R + 0.587 G + 0.114 B`` (unrounded).
+
+    Grey input, and RGB input whose channels are equal, keep their values exactly.
+    """
     if arr.shape[2] == 1:
         return arr
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        return np.ascontiguousarray(arr[..., :1])
     weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     return np.ascontiguousarray((arr * weights).sum(axis=2, keepdims=True, dtype=np.float32))
 
@@ -157,11 +161,3 @@ def pad_to(arr: np.ndarray, height: int, width: int) -> np.ndarray:
             break
         arr = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     return arr
-
-
-def rel(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` with forward slashes (for names and messages)."""
-    try:
-        return Path(os.path.relpath(path, root)).as_posix()
-    except ValueError:  # different drives on Windows
-        return path.as_posix()

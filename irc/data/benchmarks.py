@@ -45,7 +45,9 @@ istd         shadow          rgb    0           real pair, shadow mask in ``Samp
 Choices worth knowing:
 
 * Gaussian denoising keeps the noisy input unclipped and unrounded, as DnCNN's test script does
-  (``input = label + sigma/255 * randn``), and scores the rounded output. The noise comes from
+  (``input = label + sigma/255 * randn``), and scores the float output without rounding, so the
+  ``identity`` row is the noisy-input PSNR that papers list (20.17 dB in expectation at sigma 25);
+  a denoiser's output is in [0, 1] anyway and rounding it would move PSNR by < 0.01 dB. The noise comes from
   :class:`irc.operators.degradations.GaussianNoise` with its ``seed`` parameter derived from
   ``SeedSequence([seed, index])``: the same (seed, image) always gets the same field, at any
   sigma (fields at sigma 15 and 50 differ only by the factor).
@@ -95,11 +97,11 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -113,7 +115,6 @@ from irc.data._common import (
     modcrop,
     read_float,
     read_u8,
-    rel,
     rgb,
     to_tensor,
 )
@@ -122,8 +123,8 @@ from irc.errors import IrcError, UsageError
 __all__ = [
     "BENCHMARKS",
     "MIXTURE_TASKS",
-    "TRAINING_SETS",
     "TASKS",
+    "TRAINING_SETS",
     "Benchmark",
     "BenchmarkInfo",
     "Protocol",
@@ -145,11 +146,6 @@ MIXTURE_TASKS: tuple[str, ...] = ("sr", "blur", "noise", "jpeg", "rain", "haze",
 
 _COLORS = ("y", "rgb", "grey", "spectral")
 _HELP = "see `irc eval --help`"
-
-
-# --------------------------------------------------------------------------------------------
-# protocol and samples
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -259,11 +255,6 @@ class _Item:
     gt: Path
     lq: Path | None = None
     extra: tuple[tuple[str, Path], ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# finding the files of each dataset
-# --------------------------------------------------------------------------------------------
 
 
 class _Missing(Exception):
@@ -382,11 +373,6 @@ def _find_cassi(folder: Path) -> list[_Item]:
     return [_Item(p.stem, p) for p in scenes]
 
 
-# --------------------------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class BenchmarkInfo:
     """A named benchmark: where its files are and how it is scored by default.
@@ -450,18 +436,18 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
         ),
         BenchmarkInfo(
             "set12", "Set12", "*.png (12 grey images)",
-            _p("set12", "denoise", "grey", 0, noise_sigma=25.0), 1, True,
+            _p("set12", "denoise", "grey", 0, noise_sigma=25.0, round_to_uint8=False), 1, True,
             "Set12 (DnCNN, Zhang et al. 2017): grey denoising test set", ("denoise",),
         ),
         BenchmarkInfo(
             "bsd68", "BSD68", "*.png (68 grey images); with kernel: ../CBSD68/*.png",
-            _p("bsd68", "denoise", "grey", 0, noise_sigma=25.0), 1, True,
+            _p("bsd68", "denoise", "grey", 0, noise_sigma=25.0, round_to_uint8=False), 1, True,
             "BSD68 (Roth & Black 2005 split of BSDS): grey denoising; with a USRNet kernel the "
             "colour CBSD68 images are used ('srbsd68')", ("denoise", "sr"),
         ),
         BenchmarkInfo(
             "cbsd68", "CBSD68", "*.png (68 colour images)",
-            _p("cbsd68", "denoise", "rgb", 0, noise_sigma=25.0), 3, True,
+            _p("cbsd68", "denoise", "rgb", 0, noise_sigma=25.0, round_to_uint8=False), 3, True,
             "CBSD68: colour BSD68 for colour denoising, USRNet SR and the MiOIR task mixture",
             ("denoise", "sr", *[f"mixture:{t}" for t in MIXTURE_TASKS]),
         ),
@@ -578,7 +564,7 @@ def _normalise(name: str) -> str:
 
 def _not_found(info: BenchmarkInfo | TrainingSetInfo, path: Path) -> IrcError:
     where = "" if info.in_pack else " (not in the data pack: place your copy there)"
-    return IrcError(f"dataset {info.name} not found: expected {path} (layout: {info.folder}/{info.layout}){where}; {_HELP}")
+    return IrcError(f"dataset {info.name} not found: expected {path} (layout: {info.folder}/ holds {info.layout}){where}; {_HELP}")
 
 
 def training_files(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -602,11 +588,6 @@ def training_files(name: str, root: str | os.PathLike[str] | None = None) -> lis
         raise _not_found(info, folder) from None
 
 
-# --------------------------------------------------------------------------------------------
-# the benchmark
-# --------------------------------------------------------------------------------------------
-
-
 class Benchmark(Sequence[Sample]):
     """The samples of a benchmark under one protocol; samples are built lazily on access.
 
@@ -619,8 +600,9 @@ class Benchmark(Sequence[Sample]):
         root: The dataset folder.
     """
 
-    def __init__(self, info: BenchmarkInfo, protocol: Protocol, items: list[_Item], root: Path):
+    def __init__(self, info: BenchmarkInfo, protocol: Protocol, items: list[_Item], root: Path, data_root: Path):
         self.info = info
+        self._data_root = data_root
         self.name = protocol.dataset
         self.protocol = protocol
         self.root = root
@@ -656,7 +638,7 @@ class Benchmark(Sequence[Sample]):
         """The USRNet kernel of the protocol, float64, unnormalised (see module docstring)."""
         from irc.operators.kernels_io import load_kernels_mat
 
-        path = data_root(self._data_root) / "kernels" / "kernels_12.mat"
+        path = self._data_root / "kernels" / "kernels_12.mat"
         if not path.is_file():
             raise IrcError(
                 f"USRNet kernels not found: expected {path} (layout: kernels/kernels_12.mat, key 'kernels', "
@@ -673,13 +655,6 @@ class Benchmark(Sequence[Sample]):
         from irc.operators.mixtures import mio_seven_task_mixture
 
         return mio_seven_task_mixture()
-
-    _data_root: Path | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# building samples
-# --------------------------------------------------------------------------------------------
 
 
 def _noise_seed(seed: int, index: int) -> int:
@@ -740,7 +715,7 @@ def _load_cassi(path: Path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(cube.transpose(2, 0, 1))).to(torch.float32)
 
 
-def _paired_images(item: _Item, grey: bool = False) -> tuple[Tensor, Tensor]:
+def _paired_images(item: _Item) -> tuple[Tensor, Tensor]:
     lq, gt = read_float(item.lq), read_float(item.gt)
     lq, gt = rgb(lq), rgb(gt)
     if gt.shape != lq.shape:
@@ -793,14 +768,9 @@ def _make_sample(bench: Benchmark, index: int) -> Sample:
     return Sample(item.name, gt.contiguous(), lq.contiguous(), extra)
 
 
-# --------------------------------------------------------------------------------------------
-# open_benchmark
-# --------------------------------------------------------------------------------------------
-
-
 def _check_int(value: Any, what: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-        isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or (
+        not isinstance(value, (int, np.integer)) and not (isinstance(value, float) and value.is_integer())
     ):
         raise UsageError(f"{what} must be a whole number, got {value!r}")
     value = int(value)
@@ -818,12 +788,12 @@ def _resolve(
     if task is not None:
         task = task.strip().lower()
         if name == "cbsd68" and task in MIXTURE_TASKS and not (task == "sr" and kernel is not None):
-            task = f"mixture:{task}"
-        if task not in info.tasks:
-            raise UsageError(f"task {task!r} does not apply to {name}; expected one of {', '.join(info.tasks)}")
-    if kernel is not None and task is None:
+            task = f"mixture:{task}"  # plain MiOIR task names on cbsd68 mean the mixture protocol
+    elif kernel is not None:
         task = "sr"
     task = task or base.task
+    if task not in info.tasks:
+        raise UsageError(f"task {task!r} does not apply to {name}; expected one of {', '.join(info.tasks)}")
 
     def refuse(option: str, value: Any) -> None:
         if value is not None:
@@ -832,28 +802,24 @@ def _resolve(
     seed = _check_int(seed, "seed", 0)
     if task == "sr":
         refuse("--quality", quality)
-        if name in ("bsd68", "cbsd68") and kernel is None:
-            raise UsageError(f"SR on {name} is the USRNet protocol: give a --kernel (0-11)")
-        if kernel is not None:
-            kernel = _check_int(kernel, "kernel", 0, 11)
-            s = _check_int(4 if scale is None else scale, "scale", 1)
-            sigma = float(noise) if noise is not None else 0.0
-            if not (sigma >= 0 and math.isfinite(sigma)):
-                raise UsageError(f"noise must be a finite sigma >= 0, got {noise!r}")
-            files_from = BENCHMARKS["cbsd68"] if name == "bsd68" else info
-            protocol = _p(name, "sr", "rgb", s * s, scale=s, kernel=kernel, noise_sigma=sigma, seed=seed)
-            return protocol, files_from
-        refuse("--noise", noise)
-        s = _check_int(base.scale if base.task == "sr" else 4, "scale", 2) if scale is None else _check_int(scale, "scale", 2)
-        return _p(name, "sr", "y", s, scale=s, seed=seed), info
+        if kernel is None:
+            if name in ("bsd68", "cbsd68"):
+                raise UsageError(f"SR on {name} is the USRNet protocol: give a --kernel (0-11)")
+            refuse("--noise", noise)
+            s = _check_int(4 if scale is None else scale, "scale", 2)
+            return _p(name, "sr", "y", s, scale=s, seed=seed), info
+        kernel = _check_int(kernel, "kernel", 0, 11)
+        s = _check_int(4 if scale is None else scale, "scale", 1)
+        sigma = _check_sigma(0.0 if noise is None else noise)
+        # USRNet's 'srbsd68' is colour BSD68, so bsd68 reads the CBSD68 files here
+        files_from = BENCHMARKS["cbsd68"] if name == "bsd68" else info
+        return _p(name, "sr", "rgb", s * s, scale=s, kernel=kernel, noise_sigma=sigma, seed=seed), files_from
     refuse("--scale", scale)
     refuse("--kernel", kernel)
     if task == "denoise":
         refuse("--quality", quality)
-        sigma = base.noise_sigma if noise is None else float(noise)
-        if not (sigma >= 0 and math.isfinite(sigma)):
-            raise UsageError(f"noise must be a finite sigma >= 0, got {noise!r}")
-        return dataclasses.replace(base, task="denoise", noise_sigma=sigma, seed=seed), info
+        sigma = _check_sigma(base.noise_sigma if noise is None else noise)
+        return dataclasses.replace(base, noise_sigma=sigma, seed=seed), info
     refuse("--noise", noise)
     if task == "jpeg":
         q = base.jpeg_quality if quality is None else _check_int(quality, "quality", 1, 100)
@@ -864,6 +830,16 @@ def _resolve(
     if task.startswith("mixture:"):
         return _p(name, task, "rgb", 4, seed=seed), info
     return dataclasses.replace(base, seed=seed), info
+
+
+def _check_sigma(value: Any) -> float:
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise UsageError(f"noise must be a finite sigma >= 0 (0-255 units), got {value!r}")
+    return sigma
 
 
 def open_benchmark(
@@ -909,8 +885,6 @@ def open_benchmark(
     if info is None:
         raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(benchmark_names())}")
     protocol, files_from = _resolve(info, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed)
-    if protocol.task == "sr" and protocol.kernel is None and info.name not in ("set5", "set14", "urban100", "general100"):
-        raise UsageError(f"bicubic SR does not apply to {info.name}")
     folder = files_from.path(root)
     try:
         items = files_from.find(folder)
@@ -918,16 +892,10 @@ def open_benchmark(
         raise _not_found(files_from, missing.path) from None
     if limit is not None:
         items = items[: _check_int(limit, "limit", 1)]
-    bench = Benchmark(files_from if files_from is info else info, protocol, items, folder)
-    bench._data_root = data_root(root)
+    bench = Benchmark(info, protocol, items, folder, data_root(root))
     if protocol.kernel is not None:
         bench._kernel  # noqa: B018 - fail now (missing kernels file) rather than at the first sample
     return bench
-
-
-# --------------------------------------------------------------------------------------------
-# fetching
-# --------------------------------------------------------------------------------------------
 
 
 def fetch_dataset(
@@ -968,7 +936,7 @@ def fetch_dataset(
     if not info.url or not info.sha256:
         raise IrcError(
             f"dataset {info.name} has no registered download address: place it at {dest} "
-            f"(layout: {info.folder}/{info.layout}); {_HELP}"
+            f"(layout: {info.folder}/ holds {info.layout}); {_HELP}"
         )
     archive_name = Path(urllib.parse.urlparse(info.url).path).name or f"{info.name}.archive"
     archive = cache_dir() / "downloads" / f"{info.sha256[:12]}-{archive_name}"

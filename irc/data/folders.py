@@ -15,8 +15,9 @@ otherwise (grey sources replicated), so that batches of mixed sources stack.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,11 @@ from irc.data._common import (
 )
 from irc.errors import IrcError, UsageError
 
-__all__ = ["ImageFolder", "PairedFolder", "TaskMixtureDataset", "Pairing", "pair_files"]
+__all__ = ["ImageFolder", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike
 
-Pairing = Union[str, Mapping[str, str], Callable[[str], Union[str, Sequence[str]]]]
+Pairing = str | Mapping[str, str] | Callable[[str], str | Sequence[str]]
 """How a degraded file finds its clean partner, from the degraded file's stem:
 
 * ``"stem"``: the clean file has the same stem (any image suffix);
@@ -336,9 +337,10 @@ class TaskMixtureDataset(Dataset):
     Args:
         base: An ``ImageFolder``-like dataset whose items are clean ``(C, H, W)`` tensors (or
             dicts with a ``"gt"`` entry); ``set_epoch`` is forwarded to it when it has one.
-        mixture: A task mixture with ``sample(rng) -> dict`` (the parameters, including the
-            ``"task"`` name) and a deterministic ``apply(x, params) -> Tensor`` on
-            ``(1, C, H, W)`` batches, e.g. :class:`irc.operators.mixtures.MiOIRMixture`.
+        mixture: A task mixture with ``sample(rng) -> dict`` (a dict holding at least the
+            ``"task"`` name) and a deterministic ``apply(x, sample) -> Tensor`` on
+            ``(1, C, H, W)`` batches, e.g. ``irc.operators.mixtures.mio_seven_task_mixture()``
+            (a :class:`~irc.operators.mixtures.TaskMixture`).
         seed: Seed of the degradation draws (with the epoch and the index; a separate stream
             from the base dataset's crops even when the seeds are equal).
 

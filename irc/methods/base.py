@@ -87,6 +87,8 @@ class Method:
     extras: ClassVar[tuple[str, ...]] = ()
     # Rough activation memory per input pixel at fp32, used by ``--tile auto``.
     bytes_per_pixel: ClassVar[float] = 4096.0
+    # Clamp outputs to [0, 1]; only ``identity`` opts out, so that it returns its input unchanged.
+    clamp_output: ClassVar[bool] = True
     # What ``--dtype auto`` means on an accelerator; always fp32 on CPU.
     accelerator_dtype: ClassVar[torch.dtype] = torch.float32
 
@@ -224,7 +226,8 @@ class Method:
             knobs: method options (validated; unknown names raise :class:`UsageError`).
 
         Returns:
-            ``(B, C', H', W')`` float32 on ``x.device``, in [0, 1].
+            ``(B, C', H', W')`` float32 on ``x.device``, in [0, 1] (``identity`` returns its
+            input as it is, even out of range).
         """
         if x.shape[1] not in self.input_channels:
             raise UsageError(f"{self.name} takes {' or '.join(map(str, self.input_channels))}-channel images, got {x.shape[1]}")
@@ -233,7 +236,7 @@ class Method:
         overlap = spec.min_overlap if tile_overlap is None else int(tile_overlap)
         self.train(False)
         if spec.support == "internal":
-            return self.forward_internal_tiling(x, tile=tile, tile_overlap=overlap, **values).float().clamp_(0, 1)
+            return self._finish(self.forward_internal_tiling(x, tile=tile, tile_overlap=overlap, **values).float())
         if spec.support == "unsupported":
             tile = 0
 
@@ -255,7 +258,10 @@ class Method:
             out = run_with_oom_fallback(run, edge, multiple_of=spec.multiple_of)
         else:
             out = run(int(tile))
-        return out.clamp_(0, 1)
+        return self._finish(out)
+
+    def _finish(self, out: Tensor) -> Tensor:
+        return out.clamp_(0, 1) if self.clamp_output else out
 
     def forward_internal_tiling(self, x: Tensor, *, tile: int | str, tile_overlap: int, **knobs: Any) -> Tensor:
         """Restore with the method's own multi-stage tiling (``TileSpec.support == "internal"``)."""

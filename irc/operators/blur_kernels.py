@@ -24,26 +24,27 @@ centred and point-symmetric (correlation equals convolution).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import special
 
 __all__ = [
+    "KERNEL_TYPES",
+    "REALESRGAN_KERNEL_PROBS",
     "REALESRGAN_KERNEL_SIZES",
     "REALESRGAN_KERNEL_TYPES",
-    "REALESRGAN_KERNEL_PROBS",
-    "KERNEL_TYPES",
-    "gaussian_kernel",
-    "generalized_gaussian_kernel",
-    "plateau_kernel",
-    "sinc_kernel",
-    "motion_kernel",
-    "identity_kernel",
-    "opencv_gaussian_sigma",
-    "kernel_from_params",
     "KernelSampler",
     "MotionKernelSampler",
+    "gaussian_kernel",
+    "generalized_gaussian_kernel",
+    "identity_kernel",
+    "kernel_from_params",
+    "motion_kernel",
+    "opencv_gaussian_sigma",
+    "plateau_kernel",
+    "sinc_kernel",
 ]
 
 #: Odd kernel sizes 7, 9, ..., 21 (Real-ESRGAN ``kernel_range``).
@@ -195,10 +196,10 @@ def motion_kernel(length: float, angle: float, size: int | None = None, samples_
     dx, dy = math.cos(a), -math.sin(a)
     extent = max(abs(half_len * dx), abs(half_len * dy))
     if size is None:
-        size = 2 * int(math.ceil(extent - 1e-9)) + 1
+        size = 2 * math.ceil(extent - 1e-9) + 1
     size = _check_size(size)
     c = (size - 1) // 2
-    n = max(2, int(math.ceil(samples_per_pixel * float(length))))
+    n = max(2, math.ceil(samples_per_pixel * float(length)))
     t = np.linspace(-half_len, half_len, n)
     px, py = c + t * dx, c + t * dy
     k = np.zeros((size, size), dtype=np.float64)
@@ -366,7 +367,9 @@ class MotionKernelSampler:
     """Draws motion-blur kernel specs: ``length`` uniform in ``length_range`` (pixels), ``angle``
     uniform in ``angle_range`` (degrees, counter-clockwise from horizontal)."""
 
-    def __init__(self, length_range: tuple[float, float] = (5.0, 25.0), angle_range: tuple[float, float] = (0.0, 180.0)):
+    def __init__(
+        self, length_range: tuple[float, float] = (5.0, 25.0), angle_range: tuple[float, float] = (0.0, 180.0)
+    ):
         if not 1 <= length_range[0] <= length_range[1]:
             raise ValueError(f"length_range must satisfy 1 <= lo <= hi, got {length_range}")
         self.length_range = tuple(float(v) for v in length_range)

@@ -17,9 +17,10 @@ dtype and device; half-precision inputs are processed in float32 and cast back.
 
 Per-pixel randomness: image ``i`` of a batch uses a ``torch.Generator`` on the CPU seeded with
 ``item_seed(params["seed"], i)`` (a numpy ``SeedSequence`` of ``(seed, i)``); the random tensor
-is drawn on the CPU and then moved to ``x``'s device. Hence (a) results do not depend on the
-device or on CUDA's RNG, and (b) image ``i`` of a batch is degraded exactly as it would be alone
-with the same params, whatever the batch size (tested).
+is drawn on the CPU and then moved to ``x``'s device. Hence (a) the random draws are the same
+on every device and independent of CUDA's RNG (outputs agree across devices up to the
+floating-point rounding of the arithmetic), and (b) image ``i`` of a batch is degraded exactly
+as it would be alone with the same params, whatever the batch size (tested).
 
 Noise models follow Real-ESRGAN (Wang et al. 2021, arXiv 2107.10833, Sec. 3.1-3.4); the task
 set (haze, rain, low light, SR) follows MiOIR (Kong et al. 2024, arXiv 2401.03379). Choices
@@ -31,7 +32,8 @@ from __future__ import annotations
 import io
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,33 +51,33 @@ from irc.operators.blur_kernels import (
 from irc.operators.resize import imresize
 
 __all__ = [
+    "JPEG",
+    "RESIZE_MODES",
+    "Blur",
+    "Compose",
     "Degradation",
     "GaussianNoise",
-    "PoissonNoise",
-    "Blur",
-    "JPEG",
-    "Resize",
     "Haze",
-    "Rain",
-    "LowLight",
-    "SRDegradation",
     "Identity",
-    "Compose",
+    "LowLight",
     "OneOf",
-    "item_seed",
-    "rgb_to_gray",
-    "reflect_pad",
-    "filter2d",
-    "filter2d_separable",
-    "resize",
+    "PoissonNoise",
+    "Rain",
+    "Resize",
+    "SRDegradation",
     "add_gaussian_noise",
     "add_poisson_noise",
-    "jpeg_compress",
+    "filter2d",
+    "filter2d_separable",
     "haze_depth",
+    "item_seed",
+    "jpeg_compress",
+    "quantize_8bit",
     "rain_streak_kernel",
     "rain_streaks",
-    "quantize_8bit",
-    "RESIZE_MODES",
+    "reflect_pad",
+    "resize",
+    "rgb_to_gray",
 ]
 
 RESIZE_MODES = ("area", "bilinear", "bicubic", "nearest", "matlab-bicubic")
@@ -277,7 +279,7 @@ def resize(
         s = float(scale)
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"resize: scale must be positive and finite, got {scale}")
-        oh, ow = int(math.floor(h_in * s)), int(math.floor(w_in * s))
+        oh, ow = math.floor(h_in * s), math.floor(w_in * s)
         if oh >= 1 and ow >= 1:
             kwargs = {"scale_factor": s}
         else:  # too small for scale_factor (torch would raise): clamp the size to one pixel
@@ -383,7 +385,7 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the given (non-differentiable) result; backward: identity to the input."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor) -> Tensor:  # noqa: D401
+    def forward(ctx, x: Tensor, y: Tensor) -> Tensor:
         return y.clone()
 
     @staticmethod
@@ -391,9 +393,7 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def jpeg_compress(
-    x: Tensor, quality: int, *, differentiable: bool = False, subsampling: str = "4:2:0"
-) -> Tensor:
+def jpeg_compress(x: Tensor, quality: int, *, differentiable: bool = False, subsampling: str = "4:2:0") -> Tensor:
     """Real JPEG round trip through pillow (libjpeg), one image at a time.
 
     Each image is clamped to [0, 1], converted to uint8 with ``round(255 x)`` (half to even),
@@ -526,7 +526,7 @@ def rain_streaks(
     ks = k.shape[0]
     p = ks // 2
     h, w = int(height), int(width)
-    n = int(count) if reference_area is None else max(1, int(round(count * h * w / float(reference_area))))
+    n = int(count) if reference_area is None else max(1, round(count * h * w / float(reference_area)))
     g = _generator(seed, index)
     ys = torch.randint(-p, h + p, (n,), generator=g)
     xs = torch.randint(-p, w + p, (n,), generator=g)
@@ -719,9 +719,7 @@ class JPEG(Degradation):
         return {"quality": _randint(rng, self.quality_range)}
 
     def apply(self, x: Tensor, params: Mapping[str, Any]) -> Tensor:
-        return jpeg_compress(
-            x, params["quality"], differentiable=self.differentiable, subsampling=self.subsampling
-        )
+        return jpeg_compress(x, params["quality"], differentiable=self.differentiable, subsampling=self.subsampling)
 
 
 class Resize(Degradation):
@@ -821,7 +819,9 @@ class Haze(Degradation):
         """The ``(B, 1, H, W)`` depth proxy used by :meth:`apply` (on ``x``'s device, float64)."""
         b, _, h, w = x.shape
         d = [
-            haze_depth(h, w, seed=int(params["seed"]), index=i, grid=self.depth_grid, gradient_weight=self.gradient_weight)
+            haze_depth(
+                h, w, seed=int(params["seed"]), index=i, grid=self.depth_grid, gradient_weight=self.gradient_weight
+            )
             for i in range(b)
         ]
         return torch.stack(d)[:, None].to(x.device)

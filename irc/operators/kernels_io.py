@@ -13,8 +13,8 @@ Files of the data pack (``$IRC_DATA_ROOT/kernels``), as found by inspection:
   not a dependency of irc) and otherwise raises :class:`~irc.errors.IrcError` saying so.
 * ``srmd_pca_matlab.mat`` (v5): key ``P``, a ``15x225`` PCA projection (not a kernel).
 
-The pack is found through ``$IRC_DATA_ROOT``; without it, ``../shared/data`` relative to the
-current directory and then relative to the source checkout (see :func:`data_root`).
+The pack is found through :func:`irc.data.data_root` (``--data-root``, else ``$IRC_DATA_ROOT``,
+else the cache), the one rule every dataset follows.
 """
 
 from __future__ import annotations
@@ -27,25 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from irc.data import data_root
 from irc.errors import IrcError
 
 __all__ = ["data_root", "data_file", "load_mat_array", "load_kernels_mat"]
-
-
-def data_root() -> Path:
-    """The data-pack folder.
-
-    ``$IRC_DATA_ROOT`` when set; otherwise ``../shared/data`` relative to the current directory
-    if that exists, else ``shared/data`` next to the source checkout (``<repo>/../shared/data``).
-    The folder is not checked; :func:`data_file` does that.
-    """
-    env = os.environ.get("IRC_DATA_ROOT")
-    if env:
-        return Path(env)
-    rel = Path("../shared/data")
-    if rel.is_dir():
-        return rel
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def data_file(relative: str | os.PathLike) -> Path:

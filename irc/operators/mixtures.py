@@ -28,7 +28,8 @@ and haze are synthetic stand-ins for Rain100L and RESIDE, which are real dataset
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -120,7 +121,11 @@ class TaskMixture:
 def mio_seven_task_mixture(probs: Sequence[float] | None = None, quantize: bool = True) -> TaskMixture:
     """MiOIR's 7-task mixture (``TASKS``) with the ranges in the module docstring."""
     blur_kernels = KernelSampler(
-        kernel_sizes=tuple(range(7, 22, 2)), kernel_types=("iso",), kernel_probs=(1.0,), sigma_range=(1.0, 3.0), sinc_prob=0.0
+        kernel_sizes=tuple(range(7, 22, 2)),
+        kernel_types=("iso",),
+        kernel_probs=(1.0,),
+        sigma_range=(1.0, 3.0),
+        sinc_prob=0.0,
     )
     degradations: dict[str, Degradation] = {
         "sr": SRDegradation(scale=4),

@@ -31,11 +31,11 @@ Differences from Real-ESRGAN's reference training code, all deliberate:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from irc.operators.blur_kernels import (
@@ -43,7 +43,6 @@ from irc.operators.blur_kernels import (
     REALESRGAN_KERNEL_SIZES,
     REALESRGAN_KERNEL_TYPES,
     KernelSampler,
-    gaussian_kernel,
     kernel_from_params,
     opencv_gaussian_sigma,
 )
@@ -63,7 +62,7 @@ from irc.operators.degradations import (
     resize,
 )
 
-__all__ = ["usm_sharpen", "RealESRGANConfig", "RealESRGANDegradation"]
+__all__ = ["RealESRGANConfig", "RealESRGANDegradation", "usm_sharpen"]
 
 
 def usm_sharpen(
@@ -91,9 +90,9 @@ def usm_sharpen(
     _check_image(x)
     ksize = 2 * int(radius) + 1
     s = opencv_gaussian_sigma(ksize) if sigma is None else float(sigma)
-    # gaussian_kernel is separable: its centre row, renormalised, is the 1-D factor.
-    k2 = gaussian_kernel(ksize, s)
-    k1 = k2[ksize // 2] / k2[ksize // 2].sum()
+    ax = np.arange(ksize, dtype=np.float64) - ksize // 2
+    k1 = np.exp(-0.5 * (ax / s) ** 2)
+    k1 /= k1.sum()  # the 2-D Gaussian is the outer product k1 ⊗ k1
     blur = filter2d_separable(x, k1)
     residual = x - blur
     mask = (residual.abs() * 255.0 > float(threshold)).to(x.dtype)
@@ -194,7 +193,10 @@ class RealESRGANDegradation(Degradation):
             probs=(p1, 1.0 - p1),
         )
         self.noise2 = OneOf(
-            [GaussianNoise(c.noise_range2, c.gray_noise_prob2), PoissonNoise(c.poisson_scale_range2, c.gray_noise_prob2)],
+            [
+                GaussianNoise(c.noise_range2, c.gray_noise_prob2),
+                PoissonNoise(c.poisson_scale_range2, c.gray_noise_prob2),
+            ],
             probs=(p2, 1.0 - p2),
         )
         self.jpeg1 = JPEG(c.jpeg_range)
@@ -248,10 +250,18 @@ class RealESRGANDegradation(Degradation):
     # ---------------------------------------------------------------------------------------
     def target(self, gt: Tensor, params: Mapping[str, Any] | None = None) -> Tensor:
         """The training target: ``usm_sharpen(gt)`` if sharpening is on (params' ``"usm"``, else config)."""
-        usm = params["usm"] if params is not None else (
-            {"weight": self.config.usm_weight, "radius": self.config.usm_radius, "threshold": self.config.usm_threshold}
-            if self.config.use_sharpener
-            else None
+        usm = (
+            params["usm"]
+            if params is not None
+            else (
+                {
+                    "weight": self.config.usm_weight,
+                    "radius": self.config.usm_radius,
+                    "threshold": self.config.usm_threshold,
+                }
+                if self.config.use_sharpener
+                else None
+            )
         )
         return gt if usm is None else usm_sharpen(gt, usm["weight"], usm["radius"], usm["threshold"])
 
