@@ -230,6 +230,42 @@ def bench_cmd(
     )
 
 
+# ----------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    recipe: Optional[Path] = typer.Argument(None, help="Training recipe (.toml); see recipes/README.md.", dir_okay=False, show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe value, key=value with dotted keys (repeatable): --set data.crop=64 --set optimizers.default.lr=2e-4."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory for checkpoints, metrics.jsonl, TensorBoard logs and resolved_recipe.toml (default: runs/<recipe name>).", file_okay=False),
+    resume: Optional[str] = typer.Option(None, "--resume", help="auto = continue from the run directory's latest checkpoint (start fresh if none); or a checkpoint folder or another run directory."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps (overrides the recipe's steps).", min=1),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Stop after this step with a checkpoint (one session of a longer run; the schedule still spans all steps).", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. GPUs and processes come from the launcher: accelerate launch -m irc train ... or torchrun -m irc train ..."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Write release weights (.safetensors, EMA weights if enabled) here at the end; prints the sha256 for the manifest.", dir_okay=False),
+    export_only: bool = typer.Option(False, "--export-only", help="Do not train: write --export from the latest checkpoint of --run-dir (or of --resume PATH)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no log lines on stderr."),
+) -> None:
+    """Train a method from a recipe: checkpoints, exact resume, validation, release export.
+
+    Exit codes: 0 done (or stopped by --stop-at), 1 error or too many non-finite losses,
+    2 usage error, 130 / 143 interrupted by SIGINT / SIGTERM after saving a checkpoint.
+    Examples:
+
+      irc train recipes/example-tiny.toml --set steps=200
+
+      irc train recipes/example-tiny.toml --resume auto --export weights/tiny.safetensors
+
+      accelerate launch -m irc train recipes/example-tiny.toml
+    """
+    from irc.train import run_train_command
+
+    raise typer.Exit(
+        run_train_command(
+            recipe=recipe, sets=list(set_ or []), run_dir=run_dir, resume=resume, steps=steps, stop_at=stop_at, device=device,
+            export=export, export_only=export_only, quiet=quiet,
+        )
+    )
+
+
 # ----------------------------------------------------------------------------- methods
 @app.command("methods")
 def methods_cmd(

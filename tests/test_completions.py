@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,5 +45,7 @@ def test_bash_completes_commands_options_and_methods():
 
 
 def test_typer_install_completion_is_offered():
-    out = subprocess.run(["irc", "--help"], capture_output=True, text=True, check=True).stdout
+    # the console script installed beside this interpreter (the venv need not be on PATH)
+    script = Path(sys.executable).parent / "irc"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     assert "--install-completion" in out

@@ -1,0 +1,1277 @@
+"""One training loop for every method, on accelerate.
+
+The method owns its losses (:meth:`Method.training_step` returns ``{group: loss}``); this loop
+owns the mechanics: devices and processes (``accelerate.Accelerator``), mixed precision, one
+optimiser and learning-rate schedule per loss group, gradient accumulation and clipping, an EMA
+of the weights, data, checkpoints and exact resume, validation through the ``irc eval`` engine,
+logs, and the failure paths (NaN losses, signals, full disks).
+
+Run it as ``irc train RECIPE.toml`` (one process), ``accelerate launch -m irc train ...`` or
+``torchrun --nproc_per_node N -m irc train ...`` (one process per GPU, several nodes alike).
+
+Choices, and why:
+
+* **Loss groups.** Each optimiser step zeroes every group's gradients, then for every
+  micro-batch back-propagates each group's loss into *that group's parameters only*
+  (``backward(inputs=group_params)``): a generator loss that flows through the discriminator
+  never leaves gradients on the discriminator, with or without accumulation. All groups step
+  after the backward passes, in the order of :meth:`Method.parameter_groups` (Real-ESRGAN's
+  order: ``g`` then ``d`` on the same generator output). A group the method does not return at
+  a step is not stepped (e.g. a discriminator that starts later); which groups a step returns
+  must depend only on the step number.
+* **No DDP wrapper.** The method owns its forward and may call sub-networks directly
+  (``self.network.g(x)``, ``self.network.d(y)``), which would bypass a
+  ``DistributedDataParallel`` wrapper's hooks. Instead each group's gradients are averaged
+  across processes with bucketed all-reduces after the backward passes, buffers (BatchNorm
+  statistics) are broadcast from rank 0 after each step as DDP does, and the replicas are
+  checked to be bit-identical at every checkpoint (``replicas`` records in ``metrics.jsonl``).
+  accelerate still provides the process group, the device, autocast and the fp16 loss scaler.
+* **Data.** Clean crops come from an :class:`irc.data.folders.ImageFolder` through a
+  ``DataLoader``; the degradation is applied on the device. Sample number ``q`` of the global
+  stream is item ``perm_e[q mod n]`` of epoch ``e = q div n`` (``perm_e`` a permutation seeded
+  by ``(seed, e)``), its crop is seeded by ``(seed, e, index)`` and its degradation by
+  ``(seed, q)``. Process ``r`` of ``W`` takes samples ``[p + r B, p + (r + 1) B)`` of each
+  micro-batch window ``[p, p + W B)``. Nothing depends on worker count or history, so resuming
+  is "start the stream at the stored sample count", exactly, even with another worker count.
+  The method's own randomness (``torch.rand`` inside ``training_step``) is seeded per
+  ``(seed, step, micro-batch, rank)``, so validation or a restart cannot shift it.
+* **Checkpoints.** ``accelerator.save_state`` into ``RUN_DIR/checkpoints/step-NNNNNNNN``
+  (optimisers, scaler, RNG, and one registered object holding the network, the EMA, the
+  schedules and the loop counters). It is written under a temporary name and renamed when
+  complete, so a crash mid-save never leaves a checkpoint that ``--resume auto`` would pick.
+  Names carry the step (accelerate's automatic naming counts saves), hence the own rotation.
+* **Non-finite losses** skip the whole step (no backward, no optimiser, EMA untouched; the
+  schedule and the data advance), are counted and logged; ``max_nonfinite`` consecutive ones
+  stop the run with a checkpoint and exit code 1.
+* **Signals.** SIGINT / SIGTERM finish the current step, save a checkpoint and exit with
+  ``128 + signal`` (130 / 143), so that ``irc train ... && next-step`` does not go on after an
+  interrupted run; a second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import errno
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from irc import __version__
+from irc.errors import IrcError, UsageError
+from irc.methods.base import Method, TrainBatch
+from irc.recipes import Recipe, dumps_toml, load_recipe, parse_degradation, recipe_to_dict
+
+__all__ = [
+    "CHECKPOINTS",
+    "METRICS",
+    "RESOLVED_RECIPE",
+    "Synthesizer",
+    "TrainResult",
+    "TrainingAborted",
+    "export_run",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "run_train_command",
+    "train",
+]
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+RESOLVED_RECIPE = "resolved_recipe.toml"
+MARKER = "irc_checkpoint.json"
+# accelerate writes the registered objects as custom_checkpoint_<index>.pkl; we register one.
+STATE_FILE = "custom_checkpoint_0.pkl"
+_PREFIX = "step-"
+_PARTIAL = ".partial"
+# Stream tags keep the keyed random streams apart when they share the seed.
+_ORDER_STREAM = 0x6F72  # "or": epoch permutations
+_DEGRADE_STREAM = 0x6467  # "dg": per-sample degradation parameters
+_METHOD_STREAM = 0x6D74  # "mt": torch RNG of training_step
+_BUCKET_BYTES = 32 << 20
+
+
+class TrainingAborted(IrcError):
+    """Training stopped on purpose (too many non-finite losses); a checkpoint was saved."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` did.
+
+    Attributes:
+        status: ``"finished"`` (all steps done), ``"stopped"`` (``stop_at`` reached) or
+            ``"interrupted"`` (SIGINT / SIGTERM).
+        step: optimiser steps completed (skipped non-finite steps included).
+        exit_code: 0, or ``128 + signal`` after an interruption.
+        run_dir: the run directory.
+        checkpoint: the last checkpoint saved (``None`` if none was needed).
+        export: the release weights written, if any, and their ``sha256``.
+        nonfinite: steps skipped because a loss was NaN or infinite.
+        method: the trained method (live weights; the EMA weights are in ``ema``).
+        ema: the :class:`irc.nn.ema.EMA`, or ``None`` when the recipe turns it off.
+        main_process: whether this process is the main one (the one that prints and exports).
+    """
+
+    status: str
+    step: int
+    exit_code: int
+    run_dir: Path
+    checkpoint: Path | None = None
+    export: Path | None = None
+    sha256: str | None = None
+    nonfinite: int = 0
+    method: Method | None = None
+    ema: Any = None
+    main_process: bool = True
+    message: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
+
+
+def _seed(*key: int) -> int:
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _os_error(what: str, path: Path | str, err: BaseException) -> IrcError:
+    """One line for a failed write, with a hint when the disk is full."""
+    code = getattr(err, "errno", None)
+    text = str(err).strip()
+    reason = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
+    if code == errno.ENOSPC or "No space left" in str(err) or "file write failed" in str(err):
+        reason = "no space left on device; free some space, then continue with --resume auto"
+    return IrcError(f"cannot {what} {path}: {reason}")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# degradation on the device
+# --------------------------------------------------------------------------------------------
+
+
+class Synthesizer:
+    """Turns a batch of clean crops into a :class:`TrainBatch` on their device.
+
+    Args:
+        spec: the recipe's ``data.degradation`` (see :func:`irc.recipes.parse_degradation`).
+        seed: the recipe seed; sample ``q`` of the global stream draws its parameters from a
+            generator keyed by ``(seed, q)``, so a sample is degraded the same way whichever
+            process, batch or resumed run it lands in.
+
+    ``noise:A-B`` adds unclipped Gaussian noise with sigma uniform in ``[A, B]`` (0-255 units),
+    as DnCNN trains and as the set12/bsd68 protocols test; ``jpeg:A-B`` is a libjpeg round trip
+    at a whole quality in ``[A, B]``; ``bicubic:s`` is MATLAB-bicubic downscaling by ``s``,
+    rounded to 8 bits (as stored low-resolution files are); ``mixture:mio7`` / ``mixture:three``
+    draw a task per sample (labels in ``TrainBatch.task``); ``realesrgan`` is the second-order
+    pipeline, whose training target is the sharpened ground truth.
+    """
+
+    def __init__(self, spec: str, seed: int):
+        self.spec = parse_degradation(spec)
+        self.seed = int(seed)
+        kind = self.spec.kind
+        self.op: Any = None
+        if kind == "noise":
+            from irc.operators.degradations import GaussianNoise
+
+            self.op = GaussianNoise(sigma_range=(self.spec.low, self.spec.high), gray_prob=0.0, clip=False)
+        elif kind == "jpeg":
+            from irc.operators.degradations import JPEG
+
+            self.op = JPEG(quality_range=(int(self.spec.low), int(self.spec.high)))
+        elif kind == "mixture":
+            from irc.operators.mixtures import mio_seven_task_mixture, three_task_mixture
+
+            self.op = mio_seven_task_mixture() if self.spec.name == "mio7" else three_task_mixture()
+        elif kind == "realesrgan":
+            from irc.operators.realesrgan import RealESRGANDegradation
+
+            self.op = RealESRGANDegradation()
+
+    @torch.no_grad()
+    def __call__(self, gt: Tensor, positions: list[int]) -> TrainBatch:
+        """Degrade ``gt`` (``(B, C, H, W)`` in [0, 1]) whose samples have global numbers ``positions``."""
+        kind = self.spec.kind
+        if kind == "none":
+            return TrainBatch(lq=gt, gt=gt)
+        if kind == "bicubic":
+            from irc.operators.degradations import quantize_8bit
+            from irc.operators.resize import imresize
+
+            lq = quantize_8bit(imresize(gt, scale=1.0 / self.spec.low).clamp(0.0, 1.0))
+            return TrainBatch(lq=lq, gt=gt)
+        lqs, gts, tasks = [], [], []
+        for i, position in enumerate(positions):
+            rng = _rng(self.seed, position, _DEGRADE_STREAM)
+            x = gt[i : i + 1]
+            if kind == "realesrgan":
+                target, lq, _ = self.op.pair(x, rng)
+            elif kind == "mixture":
+                params = self.op.sample(rng)
+                lq, target = self.op.apply(x, params), x
+                tasks.append(str(params["task"]))
+            else:
+                lq, target = self.op.apply(x, self.op.sample(rng)), x
+            lqs.append(lq.to(gt.dtype))
+            gts.append(target.to(gt.dtype))
+        return TrainBatch(lq=torch.cat(lqs), gt=torch.cat(gts), task=tuple(tasks) if tasks else None)
+
+
+# --------------------------------------------------------------------------------------------
+# data: a global sample stream, sharded across processes
+# --------------------------------------------------------------------------------------------
+
+
+class _Positioned(Dataset):
+    """Items keyed ``(epoch, index, position)``: the base dataset's crop for that epoch."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, int]:
+        epoch, index, position = key
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+        item = self.base[index]
+        gt = item["gt"] if isinstance(item, Mapping) else item
+        return gt, position
+
+
+class ShardedStream:
+    """Batch sampler over an endless, seeded stream of samples, sharded across processes.
+
+    Args:
+        size: items per epoch.
+        seed: the order of epoch ``e`` is a permutation keyed by ``(seed, e)``.
+        start: global samples already consumed (all processes together).
+        batch: samples per process per micro-batch.
+        rank, world: this process and the number of processes.
+
+    Yields lists of ``(epoch, index, position)`` keys, one list per micro-batch.
+    """
+
+    def __init__(self, size: int, seed: int, start: int, batch: int, rank: int = 0, world: int = 1):
+        if size < 1:
+            raise UsageError("the training set is empty")
+        self.size, self.seed, self.start = int(size), int(seed), int(start)
+        self.batch, self.rank, self.world = int(batch), int(rank), int(world)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return _rng(self.seed, epoch, _ORDER_STREAM).permutation(self.size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        position = self.start + self.rank * self.batch
+        epoch, order = -1, None
+        while True:
+            keys = []
+            for q in range(position, position + self.batch):
+                e, i = divmod(q, self.size)
+                if e != epoch:
+                    epoch, order = e, self._order(e)
+                keys.append((e, int(order[i]), q))
+            yield keys
+            position += self.batch * self.world
+
+
+def _training_dataset(recipe: Recipe) -> Dataset:
+    from irc.data.benchmarks import TRAINING_SETS, training_files
+    from irc.data.folders import ImageFolder
+
+    d = recipe.data
+    if not d.train:
+        raise UsageError("the recipe has no training data: set data.train to training-set names or folders")
+    roots: list[Path] = []
+    for entry in d.train:
+        if entry in TRAINING_SETS:
+            roots.extend(training_files(entry, d.root))
+            continue
+        path = Path(entry).expanduser()
+        if not path.exists():
+            raise IrcError(f"training data not found: {entry} (data.train takes {', '.join(sorted(TRAINING_SETS))} or folders)")
+        roots.append(path)
+    return ImageFolder(roots, d.crop, grey=d.grey, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
+
+
+# --------------------------------------------------------------------------------------------
+# optimisers and schedules
+# --------------------------------------------------------------------------------------------
+
+
+def _lr_factor(spec, total: int):
+    """Multiplier of the peak rate after ``s`` scheduler steps (LambdaLR convention)."""
+    warmup = int(spec.warmup)
+    floor = spec.min_lr / spec.lr if spec.lr > 0 else 0.0
+    milestones = tuple(spec.milestones)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        if spec.schedule == "cosine":
+            span = max(1, total - warmup)
+            t = min(1.0, (s - warmup) / span)
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+        if spec.schedule == "multistep":
+            return spec.gamma ** sum(1 for m in milestones if s >= m)
+        return 1.0
+
+    return factor
+
+
+def _optimizer(spec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit() and (p / MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The most recent complete checkpoint of a run, or ``None``."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _resolve_resume(resume: str | Path | None, run_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(resume).expanduser()
+    if (path / MARKER).is_file():
+        return path
+    if (path / CHECKPOINTS).is_dir():
+        found = latest_checkpoint(path)
+        if found is not None:
+            return found
+        raise UsageError(f"--resume {resume}: that run has no complete checkpoint")
+    raise UsageError(f"--resume {resume}: not a checkpoint (a {CHECKPOINTS}/{_PREFIX}N folder with {MARKER}) nor a run directory")
+
+
+def _read_marker(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((checkpoint / MARKER).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise IrcError(f"{checkpoint}: unreadable checkpoint marker ({err})") from None
+
+
+class _RunState:
+    """Everything of a run that accelerate does not checkpoint itself, as one registered object."""
+
+    def __init__(self, trainer: "_Trainer"):
+        self.t = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.t
+        return {
+            "format": 1,
+            "step": t.step,
+            "samples": t.samples,
+            "nonfinite_total": t.nonfinite_total,
+            "nonfinite_run": t.nonfinite_run,
+            "network": t.network.state_dict(),
+            "ema": None if t.ema is None else t.ema.state_dict(),
+            "schedulers": {g: s.state_dict() for g, s in t.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        t = self.t
+        t.network.load_state_dict(state["network"])
+        if t.ema is not None:
+            if state.get("ema") is None:
+                warnings.warn("the checkpoint has no EMA: it starts from the current weights", stacklevel=2)
+                t.ema.load_state_dict({"shadow": t.network.state_dict(), "updates": 0})
+            else:
+                t.ema.load_state_dict(state["ema"])
+        for group, scheduler in t.schedulers.items():
+            if group in state["schedulers"]:
+                scheduler.load_state_dict(state["schedulers"][group])
+        t.step = int(state["step"])
+        t.samples = int(state["samples"])
+        t.nonfinite_total = int(state["nonfinite_total"])
+        t.nonfinite_run = int(state["nonfinite_run"])
+
+
+# --------------------------------------------------------------------------------------------
+# logs
+# --------------------------------------------------------------------------------------------
+
+
+class _Metrics:
+    """``metrics.jsonl`` (one JSON object per line) and TensorBoard, on the main process only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None, quiet: bool):
+        self.enabled = enabled
+        self.path = run_dir / METRICS
+        self.tb = None
+        self._fh = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.is_file():
+            self._truncate(resume_step)
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except OSError as err:
+            raise _os_error("write", self.path, err) from None
+        if importlib.util.find_spec("tensorboard") is None:
+            if not quiet:
+                print("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)", file=sys.stderr)
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        try:
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
+        except OSError as err:
+            raise _os_error("write", run_dir / "tensorboard", err) from None
+
+    def _truncate(self, step: int) -> None:
+        """Drop records a run wrote after the checkpoint it is resumed from."""
+        from irc.atomic import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+        try:
+            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        except OSError as err:
+            raise _os_error("write", self.path, err) from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._fh.write(json.dumps(record, sort_keys=False) + "\n")
+            self._fh.flush()
+        except OSError as err:
+            raise _os_error("write", self.path, err) from None
+        if self.tb is None:
+            return
+        step = record["step"]
+        for prefix in ("loss", "lr", "grad_norm"):
+            for group, value in (record.get(prefix) or {}).items():
+                self.tb.add_scalar(f"{prefix}/{group}", value, step)
+        for key in ("seconds_per_step", "samples_per_second"):
+            if key in record:
+                self.tb.add_scalar(f"perf/{key}", record[key], step)
+        if "nonfinite" in record:
+            self.tb.add_scalar("nonfinite/total", record["nonfinite"], step)
+        val = record.get("validation")
+        if val:
+            for key in ("psnr", "ssim"):
+                self.tb.add_scalar(f"val/{val['dataset']}/{key}", val[key], step)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        if self.tb is not None:
+            with contextlib.suppress(Exception):
+                self.tb.close()
+            self.tb = None
+
+
+class _Signals:
+    """SIGINT / SIGTERM set a flag that the loop reads at the end of each step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class _Progress:
+    """A rich progress bar on stderr (main process, a terminal, not ``--quiet``), else log lines."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.lines = False
+        if not enabled:
+            return
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            self.lines = True
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console,
+        )  # fmt: skip
+        self.task = self.bar.add_task("train", total=total, completed=done, loss="", rate="")
+        self.bar.start()
+
+    def update(self, step: int, loss: str, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=loss, rate=f"{rate:.2f} it/s")
+
+    def line(self, text: str) -> None:
+        if self.lines:
+            print(text, file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _format_losses(losses: Mapping[str, float]) -> str:
+    return " ".join(f"{g}={v:.4g}" for g, v in losses.items())
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+
+
+def _make_accelerator(recipe: Recipe, device: str):
+    from accelerate import Accelerator
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: expected auto, cpu or cuda (choose GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if recipe.mixed_precision == "fp16" and cpu:
+        raise UsageError("mixed_precision = \"fp16\" needs a CUDA GPU; use \"bf16\" or \"no\" on the CPU")
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=recipe.mixed_precision, step_scheduler_with_optimizer=False)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"cannot set up training on this machine: {err}") from None
+
+
+def _hardware(accelerator, mixed_precision: str) -> str:
+    device = accelerator.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "mps":
+        name = "Apple MPS"
+    else:
+        name = "CPU"
+    text = f"{accelerator.num_processes}x {name}"
+    return text if mixed_precision == "no" else f"{text}, {mixed_precision}"
+
+
+def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on: str, name: str | None) -> dict[str, Any]:
+    """Weights metadata: the method's own plus where the weights come from.
+
+    Folder paths in the data section keep only their last component: released weights should
+    not carry a user's directory layout.
+    """
+    from irc.data.benchmarks import TRAINING_SETS
+
+    public = recipe_to_dict(recipe)
+    public["data"]["train"] = [e if e in TRAINING_SETS else Path(e).name for e in recipe.data.train]
+    if public["data"].get("root"):
+        public["data"]["root"] = None
+    meta = dict(method.metadata())
+    meta.update(
+        recipe=json.dumps(public, sort_keys=True),
+        data=json.dumps({k: public["data"][k] for k in ("train", "degradation", "crop", "grey")}, sort_keys=True),
+        steps=str(steps),
+        trained_on=trained_on,
+    )
+    if name:
+        meta["name"] = name
+    return meta
+
+
+def _write_release(method: Method, recipe: Recipe, out: Path, *, steps: int, trained_on: str, name: str | None) -> tuple[Path, str]:
+    from irc.download import sha256_file
+    from irc.weights import save_weights
+
+    save_weights(out, method.state_dict(), _release_metadata(method, recipe, steps=steps, trained_on=trained_on, name=name))
+    return out, sha256_file(out)
+
+
+class _Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, *, device: str, quiet: bool, name: str | None):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.name = name
+        self.accelerator = _make_accelerator(recipe, device)
+        acc = self.accelerator
+        self.main = acc.is_main_process
+        self.rank = acc.process_index
+        self.world = acc.num_processes
+        self.device = acc.device
+        self.trained_on = _hardware(acc, recipe.mixed_precision)
+        self.step = 0
+        self.samples = 0
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self.metrics: _Metrics | None = None
+        self.progress: _Progress | None = None
+        self._loader_iter = None
+        self.ema = None
+        self.schedulers: dict[str, Any] = {}
+        self.last_checkpoint: Path | None = None
+        self._bench = None
+
+    # ---------------------------------------------------------------- set-up
+    def _prepare_run_dir(self, resume_from: Path | None, resuming: bool) -> None:
+        run_dir = self.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+        except OSError as err:
+            raise _os_error("create the run directory", run_dir, err) from None
+        if not resuming:
+            existing = latest_checkpoint(run_dir)
+            if existing is not None:
+                raise UsageError(
+                    f"{run_dir} already holds a run (checkpoint {existing.name}): continue it with --resume auto, or choose another --run-dir"
+                )
+        if self.main:
+            for stale in (run_dir / CHECKPOINTS).glob(f".{_PREFIX}*{_PARTIAL}"):
+                shutil.rmtree(stale, ignore_errors=True)
+            from irc.atomic import atomic_write_text
+
+            header = f"resolved by irc {__version__} on {_now()}; a valid recipe: irc train {RESOLVED_RECIPE}"
+            try:
+                atomic_write_text(run_dir / RESOLVED_RECIPE, dumps_toml(recipe_to_dict(self.recipe), header=header))
+            except OSError as err:
+                raise _os_error("write", run_dir / RESOLVED_RECIPE, err) from None
+
+    def _build(self) -> None:
+        from irc.methods import get_method
+        from irc.nn.ema import EMA
+
+        recipe = self.recipe
+        torch.manual_seed(recipe.seed)  # the same initial weights on every process
+        cls = get_method(recipe.method)
+        self.method = method = cls.from_config(recipe.config, device=self.device)
+        if method.network is None:
+            raise UsageError(f"method {recipe.method!r} has no network to train")
+        self.network = method.network
+        groups = {g: list(ps) for g, ps in method.parameter_groups().items() if ps}
+        if not groups:
+            raise UsageError(f"method {recipe.method!r} has no trainable parameters")
+        seen: dict[int, str] = {}
+        for group, params in groups.items():
+            for p in params:
+                if id(p) in seen:
+                    raise UsageError(f"method {recipe.method!r}: a parameter is in both loss groups {seen[id(p)]!r} and {group!r}")
+                seen[id(p)] = group
+        unknown = sorted(set(recipe.optimizers) - {"default"} - set(groups))
+        if unknown:
+            raise UsageError(f"recipe [optimizers.{unknown[0]}]: {recipe.method} has no loss group {unknown[0]!r}; its groups: {', '.join(groups)}")
+        self.groups = groups
+        self.raw_optimizers: dict[str, torch.optim.Optimizer] = {}
+        for group, params in groups.items():
+            spec = recipe.optimizer(group)
+            opt = _optimizer(spec, params)
+            self.schedulers[group] = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(spec, recipe.steps))
+            self.raw_optimizers[group] = opt
+        # Prepared so that accelerate checkpoints them (and places their state on the device).
+        self.optimizers = {g: self.accelerator.prepare_optimizer(o) for g, o in self.raw_optimizers.items()}
+        if recipe.ema.decay > 0:
+            self.ema = EMA(self.network, recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
+        self.accelerator.register_for_checkpointing(_RunState(self))
+        self.buffers = [b for b in self.network.buffers()]
+        method.train(True)
+
+    def _open_validation(self) -> None:
+        val = self.recipe.validation
+        if val.dataset is None or not self.main:
+            return
+        from irc.data.benchmarks import open_benchmark
+
+        known = ("root", "scale", "noise", "quality", "kernel", "task", "seed")
+        unknown = [k for k in val.options if k not in known]
+        if unknown:
+            raise UsageError(f"recipe [validation.options]: unknown option {unknown[0]!r}; valid: {', '.join(known)}")
+        self._bench = open_benchmark(val.dataset, limit=val.limit, **val.options)
+        self.method.check_knobs(val.knobs)
+
+    # ---------------------------------------------------------------- collectives
+    def _all_min(self, value: bool) -> bool:
+        if self.world == 1:
+            return value
+        flag = torch.tensor([1 if value else 0], dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _all_max_int(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        flag = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _all_mean(self, values: list[float]) -> list[float]:
+        if self.world == 1 or not values:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def _average_gradients(self, params: list[nn.Parameter]) -> None:
+        """Average gradients across processes in buckets (one all-reduce per ~32 MiB)."""
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        grads = []
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        buckets: dict[tuple, list[list[Tensor]]] = {}
+        filled: dict[tuple, int] = {}
+        for g in grads:
+            key = (g.dtype, g.device)
+            lists = buckets.setdefault(key, [[]])
+            if filled.get(key, 0) >= _BUCKET_BYTES:
+                lists.append([])
+                filled[key] = 0
+            lists[-1].append(g)
+            filled[key] = filled.get(key, 0) + g.numel() * g.element_size()
+        for lists in buckets.values():
+            for bucket in lists:
+                flat = _flatten_dense_tensors(bucket)
+                torch.distributed.all_reduce(flat)
+                flat.div_(self.world)
+                for g, synced in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                    g.copy_(synced)
+
+    def _sync_buffers(self) -> None:
+        if self.world > 1:
+            for b in self.buffers:
+                torch.distributed.broadcast(b.data, src=0)
+
+    def _broadcast_weights(self) -> None:
+        if self.world > 1:
+            with torch.no_grad():
+                for t in self.network.state_dict().values():
+                    torch.distributed.broadcast(t, src=0)
+
+    def _replica_check(self) -> dict[str, Any] | None:
+        """sha256 of every process's weights; they must all be equal."""
+        if self.world == 1:
+            return None
+        digest = hashlib.sha256()
+        for key, t in sorted(self.network.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        digests: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(digests, digest.hexdigest())
+        identical = len(set(digests)) == 1
+        if not identical and self.main:
+            print(f"warning: the {self.world} replicas' weights differ at step {self.step}", file=sys.stderr)
+        return {"identical": identical, "sha256": digests}
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, reason: str) -> Path:
+        acc = self.accelerator
+        root = self.run_dir / CHECKPOINTS
+        final = root / f"{_PREFIX}{self.step:08d}"
+        if self.last_checkpoint == final:
+            return final
+        replicas = self._replica_check()
+        tmp = root / f".{final.name}{_PARTIAL}"
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+        except (OSError, RuntimeError) as err:
+            raise _os_error("save a checkpoint in", tmp.parent, err) from None
+        acc.wait_for_everyone()
+        if self.main:
+            from irc.atomic import atomic_write_text
+
+            marker = {
+                "step": self.step, "samples": self.samples, "reason": reason, "time": _now(), "trained_on": self.trained_on,
+                "world_size": self.world, "irc_version": __version__, "method": self.recipe.method,
+            }  # fmt: skip
+            try:
+                atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2) + "\n")
+                os.replace(tmp, final)
+            except OSError as err:
+                raise _os_error("save a checkpoint in", final, err) from None
+            keep = self.recipe.checkpoint.keep
+            if keep:
+                for old in list_checkpoints(self.run_dir)[:-keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+            if replicas is not None:
+                self.metrics.write({"step": self.step, "replicas": replicas})
+        acc.wait_for_everyone()
+        self.last_checkpoint = final
+        return final
+
+    # ---------------------------------------------------------------- data
+    def _start_data(self) -> None:
+        recipe = self.recipe
+        dataset = _training_dataset(recipe)
+        self.epoch_size = len(dataset)
+        sampler = ShardedStream(len(dataset), recipe.seed, self.samples, recipe.batch, self.rank, self.world)
+        generator = torch.Generator()
+        generator.manual_seed(recipe.seed)  # worker seeds must not draw from the global RNG
+        workers = recipe.data.workers
+        loader = DataLoader(
+            _Positioned(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+            generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
+        )  # fmt: skip
+        self._loader_iter = iter(loader)
+        self.synth = Synthesizer(recipe.data.degradation, recipe.seed)
+
+    def _next_batch(self) -> TrainBatch:
+        gt, positions = next(self._loader_iter)
+        gt = gt.to(self.device, non_blocking=True)
+        return self.synth(gt, [int(p) for p in positions])
+
+    # ---------------------------------------------------------------- one step
+    def _train_step(self) -> tuple[bool, dict[str, float], dict[str, float]]:
+        """One optimiser step; returns (finite, mean loss per group, grad norm per group)."""
+        recipe, acc = self.recipe, self.accelerator
+        k = recipe.grad_accum
+        for opt in self.raw_optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        stepped: list[str] = []
+        finite = True
+        bad: dict[str, float] = {}
+        for micro in range(k):
+            batch = self._next_batch()
+            if not finite:
+                continue  # the step is skipped; the data still advances
+            torch.manual_seed(_seed(recipe.seed, self.step, micro, self.rank, _METHOD_STREAM))
+            with acc.autocast():
+                losses = self.method.training_step(batch, self.step)
+            self._check_losses(losses)
+            names = [g for g in self.groups if g in losses]
+            values = torch.stack([losses[g].detach().float().reshape(()) for g in names]).tolist() if names else []
+            local = all(math.isfinite(v) for v in values)
+            finite = self._all_min(local)
+            if not finite:
+                bad = dict(zip(names, values))
+                continue
+            trainable = [g for g in names if losses[g].requires_grad]
+            for i, group in enumerate(trainable):
+                acc.backward(losses[group] / k, inputs=self.groups[group], retain_graph=i < len(trainable) - 1)
+            for group, value in zip(names, values):
+                sums[group] = sums.get(group, 0.0) + value / k
+                if group not in stepped:
+                    stepped.append(group)
+            del losses
+        norms: dict[str, float] = {}
+        if finite:
+            self._optimizer_step([g for g in self.groups if g in stepped], norms)
+        else:
+            sums = bad
+        with warnings.catch_warnings():
+            # a schedule steps on skipped steps too (it follows the step count), which torch flags
+            warnings.simplefilter("ignore", UserWarning)
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+        return finite, sums, norms
+
+    def _check_losses(self, losses: Any) -> None:
+        if not isinstance(losses, Mapping) or not losses:
+            raise UsageError(f"{self.recipe.method}.training_step must return {{group: loss}}, got {type(losses).__name__}")
+        unknown = [g for g in losses if g not in self.groups]
+        if unknown:
+            raise UsageError(f"{self.recipe.method}.training_step returned loss group {unknown[0]!r}; its parameter groups: {', '.join(self.groups)}")
+        for group, loss in losses.items():
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise UsageError(f"{self.recipe.method}.training_step: loss {group!r} must be a scalar tensor")
+
+    def _optimizer_step(self, groups: list[str], norms: dict[str, float]) -> None:
+        scaler = self.accelerator.scaler
+        clip = self.recipe.clip_grad
+        for group in groups:
+            if self.world > 1:
+                self._average_gradients(self.groups[group])
+        if scaler is not None:
+            # One scaler for all groups: unscale every group, step every group, update once
+            # (the multiple-optimiser pattern of torch.amp).
+            for group in groups:
+                scaler.unscale_(self.raw_optimizers[group])
+        if clip is not None:
+            for group in groups:
+                norms[group] = float(torch.nn.utils.clip_grad_norm_(self.groups[group], clip))
+        for group in groups:
+            if scaler is not None:
+                scaler.step(self.raw_optimizers[group])
+            else:
+                self.raw_optimizers[group].step()
+        if scaler is not None:
+            scaler.update()
+        self._sync_buffers()
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> dict[str, Any] | None:
+        if self.recipe.validation.dataset is None:
+            return None
+        result = None
+        if self.main:
+            from irc.evaluate import Run, evaluate
+
+            context = self.ema.swapped(self.network) if self.ema is not None else contextlib.nullcontext()
+            with context:
+                out = evaluate(Run(label=f"step-{self.step}", method=self.method, knobs=dict(self.recipe.validation.knobs)), self._bench)
+            self.method.train(True)
+            s = out.summary
+            result = {"dataset": self._bench.name, "images": s["images"], "psnr": s["psnr"], "ssim": s["ssim"], "ema": self.ema is not None}
+            self.metrics.write({"step": self.step, "validation": result})
+            self.progress.note(f"step {self.step}: {self._bench.name} PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}")
+        self.accelerator.wait_for_everyone()
+        return result
+
+    # ---------------------------------------------------------------- export
+    def export(self, out: Path) -> tuple[Path, str]:
+        context = self.ema.swapped(self.network) if self.ema is not None else contextlib.nullcontext()
+        with context:
+            return _write_release(self.method, self.recipe, out, steps=self.step, trained_on=self.trained_on, name=self.name)
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, *, resume: str | Path | None, stop_at: int | None, export: Path | None) -> TrainResult:
+        recipe, acc = self.recipe, self.accelerator
+        resume_from = _resolve_resume(resume, self.run_dir)
+        self._prepare_run_dir(resume_from, resuming=resume is not None)
+        self._build()
+        if resume_from is not None:
+            try:
+                acc.load_state(str(resume_from))
+            except (FileNotFoundError, KeyError, ValueError) as err:
+                raise IrcError(f"cannot resume from {resume_from}: {err}") from None
+            self.last_checkpoint = resume_from if resume_from.parent == self.run_dir / CHECKPOINTS else None
+        self._broadcast_weights()
+        own_history = resume_from is not None and resume_from.parent == self.run_dir / CHECKPOINTS
+        self.metrics = _Metrics(self.run_dir, enabled=self.main, resume_step=self.step if own_history else None, quiet=self.quiet)
+        target = recipe.steps if stop_at is None else min(recipe.steps, int(stop_at))
+        self.progress = _Progress(target, self.step, enabled=self.main and not self.quiet)
+        per_step = recipe.batch * recipe.grad_accum * self.world
+        params = {g: sum(p.numel() for p in ps) for g, ps in self.groups.items()}
+        self.progress.note(
+            f"irc train: {recipe.method} ({', '.join(f'{g}: {n:,} parameters' for g, n in params.items())}) on {self.trained_on}, "
+            f"{per_step} samples per step, run directory {self.run_dir}"
+            + (f", resuming at step {self.step} from {resume_from}" if resume_from is not None else "")
+        )
+        if resume is not None and resume_from is None:
+            self.progress.note("no checkpoint to resume from: starting at step 0")
+        self._open_validation()
+
+        status, exit_code, message = "finished", 0, ""
+        with _Signals() as signals:
+            self._start_data()
+            log_sums: dict[str, float] = {}
+            log_count = 0
+            log_start, log_step = time.perf_counter(), self.step
+            session_start, session_step = log_start, self.step
+            while self.step < target:
+                finite, losses, norms = self._train_step()
+                self.step += 1
+                self.samples += per_step
+                if finite:
+                    self.nonfinite_run = 0
+                    if self.ema is not None:
+                        self.ema.update(self.network, self.step)
+                    for g, v in losses.items():
+                        log_sums[g] = log_sums.get(g, 0.0) + v
+                    log_count += 1
+                else:
+                    self.nonfinite_total += 1
+                    self.nonfinite_run += 1
+                    self.metrics.write({"step": self.step, "event": "nonfinite", "loss": {g: str(v) if not math.isfinite(v) else v for g, v in losses.items()},
+                                        "nonfinite": self.nonfinite_total})
+                    self.progress.note(f"step {self.step}: non-finite loss ({_format_losses(losses)}), step skipped ({self.nonfinite_total} so far)")
+                    if self.nonfinite_run >= recipe.max_nonfinite:
+                        checkpoint = self.save_checkpoint("nonfinite")
+                        raise TrainingAborted(
+                            f"training stopped at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite loss "
+                            f"({_format_losses(losses)}); checkpoint {checkpoint} holds the last good weights. Lower the learning "
+                            f"rate or set clip_grad, then continue with --resume auto (max_nonfinite = {recipe.max_nonfinite})"
+                        )
+                elapsed = time.perf_counter() - session_start
+                rate = (self.step - session_step) / elapsed if elapsed > 0 else 0.0
+                self.progress.update(self.step, _format_losses(losses), rate)
+                if self.step % recipe.log_every == 0 or self.step == target:
+                    self._log(log_sums, log_count, log_start, log_step, norms, target, rate)
+                    log_sums, log_count = {}, 0
+                    log_start, log_step = time.perf_counter(), self.step
+                if self.step % recipe.validation.every == 0 or self.step == recipe.steps:
+                    self.validate()
+                if self.step % recipe.checkpoint.every == 0:
+                    self.save_checkpoint("every")
+                received = self._all_max_int(signals.received or 0)
+                if received and self.step < target:
+                    checkpoint = self.save_checkpoint("signal")
+                    name = signal.Signals(received).name
+                    status, exit_code = "interrupted", 128 + received
+                    message = f"{name} at step {self.step}: checkpoint {checkpoint}; continue with --resume auto"
+                    break
+            if status == "finished":
+                self.save_checkpoint("final" if target == recipe.steps else "stop_at")
+                if target < recipe.steps:
+                    status = "stopped"
+                    message = f"stopped at step {self.step} of {recipe.steps} (--stop-at); continue with --resume auto"
+        self.progress.close()
+
+        result = TrainResult(
+            status=status, step=self.step, exit_code=exit_code, run_dir=self.run_dir, checkpoint=self.last_checkpoint,
+            nonfinite=self.nonfinite_total, method=self.method, ema=self.ema, main_process=self.main, message=message,
+        )  # fmt: skip
+        out = export if export is not None else (Path(recipe.export.path) if recipe.export.path and status == "finished" else None)
+        if out is not None and status != "interrupted":
+            if self.main:
+                result.export, result.sha256 = self.export(Path(out))
+            acc.wait_for_everyone()
+        return result
+
+    def _log(self, sums: dict[str, float], count: int, start: float, start_step: int, norms: dict[str, float], target: int, rate: float) -> None:
+        groups = list(sums)
+        means = self._all_mean([sums[g] / max(1, count) for g in groups])
+        seconds = (time.perf_counter() - start) / max(1, self.step - start_step)
+        record: dict[str, Any] = {
+            "step": self.step,
+            "loss": dict(zip(groups, means)),
+            "lr": {g: s.get_last_lr()[0] for g, s in self.schedulers.items()},
+            "seconds_per_step": round(seconds, 6),
+            "samples_per_second": round(self.recipe.batch * self.recipe.grad_accum * self.world / seconds, 3) if seconds > 0 else None,
+            "samples": self.samples,
+            "epoch": self.samples // self.epoch_size,
+            "nonfinite": self.nonfinite_total,
+            "time": _now(),
+        }
+        if norms:
+            record["grad_norm"] = norms
+        if self.main:
+            self.metrics.write(record)
+            eta = (target - self.step) / rate if rate > 0 else 0.0
+            lr = " ".join(f"{g}={v:.3g}" for g, v in record["lr"].items())
+            self.progress.line(
+                f"step {self.step}/{target}  loss {_format_losses(record['loss'])}  lr {lr}  {rate:.2f} it/s  eta {_eta(eta)}"
+                + (f"  non-finite {self.nonfinite_total}" if self.nonfinite_total else "")
+            )
+
+    def close(self) -> None:
+        self._loader_iter = None  # shuts the workers down
+        if self.progress is not None:
+            self.progress.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        from accelerate.state import AcceleratorState, GradientState
+
+        if self.world > 1:
+            with contextlib.suppress(Exception):
+                self.accelerator.end_training()
+        else:
+            # Let a later train() in this process choose another precision or device.
+            AcceleratorState._reset_state(True)
+            GradientState._reset_state()
+
+
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    stop_at: int | None = None,
+    device: str = "auto",
+    export: str | Path | None = None,
+    quiet: bool = False,
+    name: str | None = None,
+) -> TrainResult:
+    """Train ``recipe`` in ``run_dir`` (see the module docstring for what the loop does).
+
+    Args:
+        recipe: a checked recipe (:func:`irc.recipes.load_recipe`).
+        run_dir: where checkpoints, ``metrics.jsonl``, TensorBoard logs and
+            ``resolved_recipe.toml`` go. A directory that already holds checkpoints is only
+            used with ``resume``.
+        resume: ``"auto"`` (the latest checkpoint of ``run_dir``, or a fresh start when there is
+            none), a checkpoint folder, or another run's directory (its latest checkpoint).
+        stop_at: stop after this step with a checkpoint (a session of a longer run; the schedule
+            still spans ``recipe.steps``).
+        device: ``auto``, ``cpu`` or ``cuda`` (processes and GPUs come from the launcher).
+        export: write release weights (EMA if enabled) here at the end.
+        quiet: no progress bar or log lines on stderr.
+        name: the weights' manifest name (metadata).
+
+    Raises:
+        UsageError: the recipe does not fit the method, the run directory holds another run, ...
+        TrainingAborted: ``max_nonfinite`` consecutive non-finite losses (a checkpoint is saved).
+        IrcError: unwritable run directory, full disk, missing data.
+    """
+    trainer = _Trainer(recipe, Path(run_dir), device=device, quiet=quiet, name=name)
+    try:
+        return trainer.run(resume=resume, stop_at=stop_at, export=Path(export) if export is not None else None)
+    finally:
+        trainer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# export from a run directory
+# --------------------------------------------------------------------------------------------
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path | None = None, ema: bool = True, name: str | None = None) -> tuple[Path, str]:
+    """Write release weights from a run's checkpoint (no training).
+
+    Args:
+        run_dir: a run directory (holding ``resolved_recipe.toml`` and checkpoints).
+        out: the ``.safetensors`` file to write.
+        checkpoint: a checkpoint folder (default: the latest of ``run_dir``).
+        ema: use the EMA weights when the run kept them.
+        name: the weights' manifest name (default: the run directory's name).
+
+    Returns:
+        ``(path, sha256)``.
+    """
+    from irc.methods import get_method
+
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / RESOLVED_RECIPE
+    if not recipe_path.is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no {RESOLVED_RECIPE})")
+    recipe = load_recipe(recipe_path)
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    if ckpt is None or not (ckpt / STATE_FILE).is_file():
+        raise UsageError(f"{run_dir}: no complete checkpoint to export" if ckpt is None else f"{ckpt}: not an irc checkpoint")
+    marker = _read_marker(ckpt)
+    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    method = get_method(recipe.method).from_config(recipe.config, device="cpu")
+    weights = state["ema"]["shadow"] if ema and state.get("ema") else state["network"]
+    method.network.load_state_dict(weights)
+    return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name or run_dir.name)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI glue
+# --------------------------------------------------------------------------------------------
+
+
+def _manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:
+    return "\n".join([
+        "[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{path.name}"', f'sha256 = "{sha256}"', 'license = ""',
+    ])  # fmt: skip
+
+
+def run_train_command(
+    *,
+    recipe: Path | None,
+    sets: list[str],
+    run_dir: Path | None,
+    resume: str | None,
+    steps: int | None,
+    stop_at: int | None,
+    device: str,
+    export: Path | None,
+    export_only: bool,
+    quiet: bool,
+) -> int:
+    """``irc train``: returns the exit code (results on stdout, logs on stderr)."""
+    from irc.config import parse_set_options
+
+    if export is not None and export.suffix != ".safetensors":
+        raise UsageError(f"--export {export}: weights are written as .safetensors")
+    if export_only:
+        if export is None:
+            raise UsageError("--export-only needs --export FILE.safetensors")
+        directory = run_dir or (Path("runs") / recipe.stem if recipe is not None else None)
+        if directory is None:
+            raise UsageError("--export-only needs --run-dir (or the recipe whose default run directory to use)")
+        checkpoint = None if resume in (None, "auto") else _resolve_resume(resume, directory)
+        path, sha = export_run(directory, export, checkpoint=checkpoint)
+        metadata_method = load_recipe(directory / RESOLVED_RECIPE).method
+        print(f"exported {path}\nsha256 {sha}\n\n{_manifest_snippet(directory.name, metadata_method, path, sha)}")
+        return 0
+    if recipe is None:
+        raise UsageError("give a recipe file: irc train RECIPE.toml (see recipes/README.md)")
+    overrides = parse_set_options(sets)
+    if steps is not None:
+        overrides["steps"] = str(steps)
+    loaded = load_recipe(recipe, overrides)
+    directory = run_dir or Path("runs") / recipe.stem
+    name = loaded.export.name or recipe.stem
+    result = train(loaded, directory, resume=resume, stop_at=stop_at, device=device, export=export, quiet=quiet, name=name)
+    if result.main_process:
+        if result.message and not quiet:
+            print(result.message, file=sys.stderr)
+        elif not quiet:
+            print(f"finished {result.step} steps; checkpoint {result.checkpoint}", file=sys.stderr)
+        if result.export is not None:
+            print(f"exported {result.export}\nsha256 {result.sha256}\n\n{_manifest_snippet(name, loaded.method, result.export, result.sha256)}")
+    return result.exit_code
