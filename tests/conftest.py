@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,22 @@ def real_rgb(data_root) -> np.ndarray:
 def real_grey(real_rgb) -> np.ndarray:
     """The same crop as luminance, (1, H, W) in [0, 1]."""
     return (real_rgb * np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]).sum(0, keepdims=True)
+
+
+@pytest.fixture
+def time_limit():
+    """Fail (rather than hang) a test that takes more than 20 s (network tests use it)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("test exceeded 20 s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(20)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -12,7 +12,6 @@ import io
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ PAYLOAD = random.Random(1234).randbytes(2_000_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 CHUNK = 64 * 1024
 TIMEOUT = 5.0
+
+pytestmark = pytest.mark.usefixtures("time_limit")
 
 
 @dataclass
@@ -106,25 +107,6 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(chunk)
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """Fail (rather than hang) any test that takes more than 20 s."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded 20 s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -36,31 +35,14 @@ from irc.weights import (
 REPO = Path(__file__).resolve().parents[1]
 SHA_A = "a" * 64
 
+pytestmark = pytest.mark.usefixtures("time_limit")
+
 
 class Arbitrary:
     """A custom class: pickling an instance makes a checkpoint weights_only must refuse."""
 
     def __init__(self) -> None:
         self.value = 42
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """Fail (rather than hang) any test that takes more than 20 s."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise TimeoutError("test exceeded 20 s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
