@@ -9,10 +9,14 @@ _irc() {
         case "$w" in -*) ;; *)
             case "$path|$w" in
                 "|bench") path="bench" ;;
+                "|datasets") path="datasets" ;;
                 "|eval") path="eval" ;;
                 "|methods") path="methods" ;;
                 "|restore") path="restore" ;;
+                "|train") path="train" ;;
                 "|weights") path="weights" ;;
+                "datasets|fetch") path="datasets fetch" ;;
+                "datasets|list") path="datasets list" ;;
                 "weights|fetch") path="weights fetch" ;;
                 "weights|list") path="weights list" ;;
                 "weights|verify") path="weights verify" ;;
@@ -20,7 +24,7 @@ _irc() {
         esac
     done
     case "$path|$prev" in
-        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic" -- "$cur")); return ;;
+        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
         "bench|--weights"|"bench|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "bench|--sizes") COMPREPLY=(); return ;;
         "bench|--tiles") COMPREPLY=(); return ;;
@@ -34,14 +38,17 @@ _irc() {
         "bench|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "bench|--threads") COMPREPLY=(); return ;;
         "bench|--output"|"bench|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "datasets fetch|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "datasets list|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--dataset"|"eval|-d") COMPREPLY=(); return ;;
-        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic" -- "$cur")); return ;;
+        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
         "eval|--weights"|"eval|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--scale"|"eval|-s") COMPREPLY=(); return ;;
         "eval|--noise") COMPREPLY=(); return ;;
         "eval|--quality") COMPREPLY=(); return ;;
         "eval|--kernel") COMPREPLY=(); return ;;
         "eval|--task"|"eval|-t") COMPREPLY=(); return ;;
+        "eval|--ratio") COMPREPLY=(); return ;;
         "eval|--option"|"eval|-O") COMPREPLY=(); return ;;
         "eval|--seed") COMPREPLY=(); return ;;
         "eval|--limit") COMPREPLY=(); return ;;
@@ -52,7 +59,7 @@ _irc() {
         "eval|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "eval|--tile") COMPREPLY=(); return ;;
         "eval|--tile-overlap") COMPREPLY=(); return ;;
-        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic" -- "$cur")); return ;;
+        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
         "restore|--weights"|"restore|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--output"|"restore|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--name-template") COMPREPLY=(); return ;;
@@ -60,19 +67,32 @@ _irc() {
         "restore|--scale"|"restore|-s") COMPREPLY=(); return ;;
         "restore|--task"|"restore|-t") COMPREPLY=(); return ;;
         "restore|--prompt"|"restore|-p") COMPREPLY=(); return ;;
+        "restore|--ratio") COMPREPLY=(); return ;;
+        "restore|--measurement") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--option"|"restore|-O") COMPREPLY=(); return ;;
         "restore|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "restore|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "restore|--tile") COMPREPLY=(); return ;;
         "restore|--tile-overlap") COMPREPLY=(); return ;;
         "restore|--seed") COMPREPLY=(); return ;;
+        "train|--set") COMPREPLY=(); return ;;
+        "train|--run-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train|--resume") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train|--steps") COMPREPLY=(); return ;;
+        "train|--stop-at") COMPREPLY=(); return ;;
+        "train|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
+        "train|--export") COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "bench eval methods restore weights --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "bench datasets eval methods restore train weights --version" -- "$cur")) ;;
         "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --sizes --tiles --channels --warmup --repeats --task -t --scale -s --option -O --device --dtype --threads --output -o --json --offline" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --scale -s --noise --quality --kernel --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q" -- "$cur")) ;;
+        "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
+        "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
+        "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --scale -s --noise --quality --kernel --task -t --ratio --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --output -o --name-template --ext --recursive -r --overwrite --scale -s --task -t --prompt -p --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --output -o --name-template --ext --recursive -r --overwrite --scale -s --task -t --prompt -p --ratio --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch list verify" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--offline" -- "$cur")) ;;
         "weights list") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;

@@ -41,6 +41,8 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="List, verify and download model weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+datasets_app = typer.Typer(help="List benchmark and training sets and where they are expected; fetch the downloadable ones.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
 
 
 def _complete_method(incomplete: str) -> list[str]:
@@ -92,7 +94,7 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
 # ----------------------------------------------------------------------------- restore
 @app.command()
 def restore(
-    inputs: List[str] = typer.Argument(..., help="Image files, directories, glob patterns, or - to read paths from stdin.", show_default=False),
+    inputs: Optional[List[str]] = typer.Argument(None, help="Image files, directories, glob patterns, or - to read paths from stdin.", show_default=False),
     method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Restoration method (see `irc methods`).", autocompletion=_complete_method),
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights: manifest name, file path, hub id or URL. Default: the method's shipped weights for the task."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory (default: next to each input).", file_okay=False),
@@ -103,6 +105,8 @@ def restore(
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Upscaling factor, for methods that resize (bicubic, SR tasks)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task for multi-task methods (e.g. auto, noise, blur, jpeg, rain, haze, dark, sr; cs, cassi)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, for prompt-driven methods (HYPIR)."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Compressive-sensing sampling ratio, for CS methods (lorun): must match the weights."),
+    measurement: Optional[Path] = typer.Option(None, "--measurement", help="Reconstruct this measurement file instead of images (lorun: CS .safetensors/.npz, CASSI .mat).", dir_okay=False),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Any other method option as key=value (repeatable); `irc methods` lists them."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision; auto = fp32 on CPU, the method's choice on GPU. fp16 is refused on CPU."),
@@ -121,11 +125,13 @@ def restore(
     from irc.restore import RestoreRequest, run_restore
 
     knobs = _parse_options(option)
-    for name, value in (("scale", scale), ("task", task), ("prompt", prompt)):
+    for name, value in (("scale", scale), ("task", task), ("prompt", prompt), ("ratio", ratio), ("measurement", measurement)):
         if value is not None:
-            knobs[name] = value
+            knobs[name] = str(value) if name == "measurement" else value
+    if not inputs and measurement is None:
+        raise typer.BadParameter("give input images (or --measurement FILE)", param_hint="inputs")
     request = RestoreRequest(
-        inputs=list(inputs),
+        inputs=list(inputs or []),
         method=method,
         weights=weights,
         output=output,
@@ -157,6 +163,7 @@ def eval_cmd(
     quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality (classic5, default 10).", min=1, max=100),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="USRNet blur kernel index 0-11 (SR with blur, set5/bsd68).", min=0, max=11),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Degradation task for mixture protocols (cbsd68: sr, blur, noise, jpeg, rain, haze, dark)."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Compressive-sensing sampling ratio (set11, set14, general100 with lorun); same as -O ratio=R."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable), e.g. -O ratio=0.25."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradations and of stochastic methods."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks).", min=1),
@@ -184,7 +191,7 @@ def eval_cmd(
     raise typer.Exit(
         run_eval(
             dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
-            kernel=kernel, task=task, knobs=_parse_options(option), seed=seed, limit=limit, data_root=data_root,
+            kernel=kernel, task=task, knobs={**_parse_options(option), **({"ratio": ratio} if ratio is not None else {})}, seed=seed, limit=limit, data_root=data_root,
             output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile),
             tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
         )
@@ -356,6 +363,50 @@ def weights_fetch(
     for name in names:
         resolved = resolve_weights(name, offline=offline or None)
         typer.echo(f"{name}: {resolved.path} (sha256 {resolved.sha256[:12]})")
+
+
+# ----------------------------------------------------------------------------- datasets
+@datasets_app.command("list")
+def datasets_list(
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where datasets live (default: $IRC_DATA_ROOT, else ~/.cache/irc/data).", file_okay=False),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Benchmarks (for `irc eval`) and training sets (for recipes), and whether each is present."""
+    from irc.data.benchmarks import BENCHMARKS, TRAINING_SETS
+
+    rows = []
+    for kind, table in (("benchmark", BENCHMARKS), ("training", TRAINING_SETS)):
+        for name, info in table.items():
+            path = info.path(data_root)
+            present = path.is_dir() and any(path.iterdir())
+            rows.append({"name": name, "kind": kind, "path": str(path), "present": present, "in_pack": info.in_pack,
+                         "downloadable": bool(info.url), "description": info.description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="irc datasets")
+    for column in ("name", "kind", "present"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("expected at", overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], "yes" if r["present"] else "no", r["path"])
+    Console().print(table)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    names: List[str] = typer.Argument(..., help="Dataset names (see `irc datasets list`)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where to unpack (default: $IRC_DATA_ROOT, else ~/.cache/irc/data).", file_okay=False),
+    offline: bool = typer.Option(False, "--offline", help="Do not download; say what to place where."),
+) -> None:
+    """Download, verify (sha256) and unpack datasets that have a registered address."""
+    from irc.data.benchmarks import fetch_dataset
+
+    for name in names:
+        typer.echo(f"{name}: {fetch_dataset(name, root=data_root, offline=offline or None)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,9 +59,35 @@ def score(restored: Tensor, gt: Tensor, protocol: Protocol) -> dict[str, float]:
         restored: ``(C, H, W)`` in [0, 1].
         gt: ``(C, H, W)`` in [0, 1], the same size.
     """
+    if protocol.task == "cassi":
+        return score_spectral(restored, gt)
     kwargs = dict(y_channel=protocol.color == "y", crop_border=protocol.crop_border, round_to_uint8=protocol.round_to_uint8)
     x, ref = restored[None].double(), gt[None].double()
     return {"psnr": float(psnr(x, ref, **kwargs)[0]), "ssim": float(ssim(x, ref, **kwargs)[0])}
+
+
+def score_spectral(restored: Tensor, gt: Tensor) -> dict[str, float]:
+    """CASSI scores as MST / DAUHST compute them (Cai et al., ``simulation/test_code/utils.py``).
+
+    PSNR: both cubes quantised to 256 levels (``round(x * 256)``), PSNR with peak 255 per band,
+    averaged over bands. SSIM: irc's MATLAB SSIM per band on the [0, 1] cubes, averaged. SAM: the
+    mean spectral angle in degrees.
+
+    Args:
+        restored, gt: ``(bands, H, W)`` in [0, 1].
+    """
+    from irc.metrics import sam
+
+    a = (restored.double().clamp(0, 1) * 256).round()
+    b = (gt.double() * 256).round()
+    mse = (a - b).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
+    band_psnr = 10 * torch.log10(255.0**2 / mse)
+    band_ssim = ssim(restored.double()[:, None], gt.double()[:, None], crop_border=0, round_to_uint8=False, y_channel=False)
+    return {
+        "psnr": float(band_psnr.mean()),
+        "ssim": float(band_ssim.mean()),
+        "sam": float(sam(restored[None].double(), gt[None].double())[0]),
+    }
 
 
 def protocol_knobs(method: Method, protocol: Protocol, knobs: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +95,8 @@ def protocol_knobs(method: Method, protocol: Protocol, knobs: dict[str, Any]) ->
     filled = dict(knobs)
     if "scale" in method.knob_names():
         filled.setdefault("scale", protocol.scale)
+    if "kernel" in method.knob_names() and protocol.kernel is not None:
+        filled.setdefault("kernel", protocol.kernel)
     return filled
 
 
@@ -137,6 +165,7 @@ def summarise(run: Run, bench: Benchmark, rows: list[dict[str, Any]]) -> dict[st
         "images": len(rows),
         "psnr": round(_mean([r["psnr"] for r in rows]), 4),
         "ssim": round(_mean([r["ssim"] for r in rows]), 5),
+        **({"sam": round(_mean([r["sam"] for r in rows]), 4)} if rows and "sam" in rows[0] else {}),
         "seconds_per_image": round(_mean([r["seconds"] for r in rows]), 4),
         "protocol": {**bench.protocol.fingerprint(), "metrics": METRIC_IMPLEMENTATION},
         "device": str(run.method.device),
@@ -152,7 +181,7 @@ def write_results(results: list[EvalResult], out_dir: Path) -> list[Path]:
 
     rows = [row for result in results for row in result.rows]
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["method", "image", "psnr", "ssim", "seconds"]
+    columns = ["method", "image", "psnr", "ssim", *(["sam"] if any("sam" in row for result in results for row in result.rows) else []), "seconds"]
     lines = [",".join(columns)]
     for row in rows:
         lines.append(",".join(_csv_cell(row[c]) for c in columns))

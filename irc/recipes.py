@@ -41,11 +41,18 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
-from irc.config import build_config, check_keys, config_to_dict, field_names, parse_set_options
+from irc.config import (
+    build_config,
+    check_keys,
+    config_to_dict,
+    field_names,
+    parse_set_options,
+)
 from irc.errors import UsageError
 
 try:  # Python >= 3.11
@@ -481,7 +488,7 @@ class _TopLevel:
 
 
 def _check_ranges(recipe: Recipe) -> None:
-    def positive(value: int | float | None, name: str, *, zero: bool = False) -> None:
+    def positive(value: float | None, name: str, *, zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not zero)):
             raise UsageError(f"recipe {name} must be {'>= 0' if zero else '> 0'}, got {value}")
 

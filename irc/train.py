@@ -40,9 +40,11 @@ Choices, and why:
   schedules and the loop counters). It is written under a temporary name and renamed when
   complete, so a crash mid-save never leaves a checkpoint that ``--resume auto`` would pick.
   Names carry the step (accelerate's automatic naming counts saves), hence the own rotation.
-* **Non-finite losses** skip the whole step (no backward, no optimiser, EMA untouched; the
+* **Non-finite losses** (or, without an fp16 loss scaler, which handles its own overflows,
+  non-finite gradient norms) skip the whole step (no optimiser step, EMA untouched; the
   schedule and the data advance), are counted and logged; ``max_nonfinite`` consecutive ones
-  stop the run with a checkpoint and exit code 1.
+  stop the run with a checkpoint of the last good weights and exit code 1. Gradient norms per
+  group are measured every step (``grad_norm`` in the log) and clipped when ``clip_grad`` is set.
 * **Signals.** SIGINT / SIGTERM finish the current step, save a checkpoint and exit with
   ``128 + signal`` (130 / 143), so that ``irc train ... && next-step`` does not go on after an
   interrupted run; a second SIGINT stops at once.
@@ -51,7 +53,6 @@ Choices, and why:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import errno
 import hashlib
@@ -65,9 +66,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +79,13 @@ from torch.utils.data import DataLoader, Dataset
 from irc import __version__
 from irc.errors import IrcError, UsageError
 from irc.methods.base import Method, TrainBatch
-from irc.recipes import Recipe, dumps_toml, load_recipe, parse_degradation, recipe_to_dict
+from irc.recipes import (
+    Recipe,
+    dumps_toml,
+    load_recipe,
+    parse_degradation,
+    recipe_to_dict,
+)
 
 __all__ = [
     "CHECKPOINTS",
@@ -210,7 +218,10 @@ class Synthesizer:
 
             self.op = JPEG(quality_range=(int(self.spec.low), int(self.spec.high)))
         elif kind == "mixture":
-            from irc.operators.mixtures import mio_seven_task_mixture, three_task_mixture
+            from irc.operators.mixtures import (
+                mio_seven_task_mixture,
+                three_task_mixture,
+            )
 
             self.op = mio_seven_task_mixture() if self.spec.name == "mio7" else three_task_mixture()
         elif kind == "realesrgan":
@@ -401,7 +412,7 @@ def _read_marker(checkpoint: Path) -> dict[str, Any]:
 class _RunState:
     """Everything of a run that accelerate does not checkpoint itself, as one registered object."""
 
-    def __init__(self, trainer: "_Trainer"):
+    def __init__(self, trainer: _Trainer):
         self.t = trainer
 
     def state_dict(self) -> dict[str, Any]:
@@ -494,18 +505,21 @@ class _Metrics:
         if self.tb is None:
             return
         step = record["step"]
-        for prefix in ("loss", "lr", "grad_norm"):
-            for group, value in (record.get(prefix) or {}).items():
-                self.tb.add_scalar(f"{prefix}/{group}", value, step)
+        if "event" not in record:  # a skipped step's values are in the JSONL record only
+            for prefix in ("loss", "lr", "grad_norm"):
+                for group, value in (record.get(prefix) or {}).items():
+                    if isinstance(value, (int, float)):
+                        self.tb.add_scalar(f"{prefix}/{group}", value, step)
         for key in ("seconds_per_step", "samples_per_second"):
-            if key in record:
+            if isinstance(record.get(key), (int, float)):
                 self.tb.add_scalar(f"perf/{key}", record[key], step)
         if "nonfinite" in record:
             self.tb.add_scalar("nonfinite/total", record["nonfinite"], step)
         val = record.get("validation")
         if val:
-            for key in ("psnr", "ssim"):
-                self.tb.add_scalar(f"val/{val['dataset']}/{key}", val[key], step)
+            for key in ("psnr", "ssim", "sam"):
+                if key in val:
+                    self.tb.add_scalar(f"val/{val['dataset']}/{key}", val[key], step)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -530,7 +544,7 @@ class _Signals:
             raise KeyboardInterrupt
         self.received = signum
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -557,7 +571,14 @@ class _Progress:
         if not console.is_terminal:
             self.lines = True
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(
             TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
@@ -631,6 +652,28 @@ def _hardware(accelerator, mixed_precision: str) -> str:
     return text if mixed_precision == "no" else f"{text}, {mixed_precision}"
 
 
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _recipe_changes(previous: Path, recipe: Recipe) -> list[str]:
+    """``key old -> new`` for every value that differs from the run's previous resolved recipe."""
+    if not previous.is_file():
+        return []
+    try:
+        old = _flatten(recipe_to_dict(load_recipe(previous)))
+    except IrcError:
+        return []
+    new = _flatten(recipe_to_dict(recipe))
+    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on: str, name: str | None) -> dict[str, Any]:
     """Weights metadata: the method's own plus where the weights come from.
 
@@ -687,6 +730,7 @@ class _Trainer:
         self.schedulers: dict[str, Any] = {}
         self.last_checkpoint: Path | None = None
         self._bench = None
+        self.recipe_changes: list[str] = []
 
     # ---------------------------------------------------------------- set-up
     def _prepare_run_dir(self, resume_from: Path | None, resuming: bool) -> None:
@@ -707,6 +751,8 @@ class _Trainer:
                 shutil.rmtree(stale, ignore_errors=True)
             from irc.atomic import atomic_write_text
 
+            if resuming:
+                self.recipe_changes = _recipe_changes(run_dir / RESOLVED_RECIPE, self.recipe)
             header = f"resolved by irc {__version__} on {_now()}; a valid recipe: irc train {RESOLVED_RECIPE}"
             try:
                 atomic_write_text(run_dir / RESOLVED_RECIPE, dumps_toml(recipe_to_dict(self.recipe), header=header))
@@ -727,8 +773,11 @@ class _Trainer:
         groups = {g: list(ps) for g, ps in method.parameter_groups().items() if ps}
         if not groups:
             raise UsageError(f"method {recipe.method!r} has no trainable parameters")
+        own = {id(p) for p in self.network.parameters()}
         seen: dict[int, str] = {}
         for group, params in groups.items():
+            if any(id(p) not in own for p in params):
+                raise UsageError(f"method {recipe.method!r}: loss group {group!r} has parameters outside method.network (they would not be checkpointed)")
             for p in params:
                 if id(p) in seen:
                     raise UsageError(f"method {recipe.method!r}: a parameter is in both loss groups {seen[id(p)]!r} and {group!r}")
@@ -929,7 +978,10 @@ class _Trainer:
                 continue
             trainable = [g for g in names if losses[g].requires_grad]
             for i, group in enumerate(trainable):
-                acc.backward(losses[group] / k, inputs=self.groups[group], retain_graph=i < len(trainable) - 1)
+                # inputs= keeps each group's gradients to itself; with one group a plain backward
+                # does the same and stays compatible with reentrant activation checkpointing.
+                only = {"inputs": self.groups[group]} if len(self.groups) > 1 else {}
+                acc.backward(losses[group] / k, retain_graph=i < len(trainable) - 1, **only)
             for group, value in zip(names, values):
                 sums[group] = sums.get(group, 0.0) + value / k
                 if group not in stepped:
@@ -937,7 +989,7 @@ class _Trainer:
             del losses
         norms: dict[str, float] = {}
         if finite:
-            self._optimizer_step([g for g in self.groups if g in stepped], norms)
+            finite = self._optimizer_step([g for g in self.groups if g in stepped], norms)
         else:
             sums = bad
         with warnings.catch_warnings():
@@ -957,7 +1009,8 @@ class _Trainer:
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise UsageError(f"{self.recipe.method}.training_step: loss {group!r} must be a scalar tensor")
 
-    def _optimizer_step(self, groups: list[str], norms: dict[str, float]) -> None:
+    def _optimizer_step(self, groups: list[str], norms: dict[str, float]) -> bool:
+        """Average, unscale, measure and clip the gradients, then step; ``False`` if they are not finite."""
         scaler = self.accelerator.scaler
         clip = self.recipe.clip_grad
         for group in groups:
@@ -968,17 +1021,25 @@ class _Trainer:
             # (the multiple-optimiser pattern of torch.amp).
             for group in groups:
                 scaler.unscale_(self.raw_optimizers[group])
+        totals = {}
+        for group in groups:
+            grads = [p.grad for p in self.groups[group] if p.grad is not None]
+            totals[group] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            norms[group] = float(totals[group])
+        if scaler is None and not all(math.isfinite(v) for v in norms.values()):
+            return False  # identical on every process: the gradients were averaged first
         if clip is not None:
             for group in groups:
-                norms[group] = float(torch.nn.utils.clip_grad_norm_(self.groups[group], clip))
+                torch.nn.utils.clip_grads_with_norm_(self.groups[group], clip, totals[group])
         for group in groups:
             if scaler is not None:
-                scaler.step(self.raw_optimizers[group])
+                scaler.step(self.raw_optimizers[group])  # skips the step itself on inf / NaN
             else:
                 self.raw_optimizers[group].step()
         if scaler is not None:
             scaler.update()
         self._sync_buffers()
+        return True
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any] | None:
@@ -994,6 +1055,8 @@ class _Trainer:
             self.method.train(True)
             s = out.summary
             result = {"dataset": self._bench.name, "images": s["images"], "psnr": s["psnr"], "ssim": s["ssim"], "ema": self.ema is not None}
+            if "sam" in s:
+                result["sam"] = s["sam"]
             self.metrics.write({"step": self.step, "validation": result})
             self.progress.note(f"step {self.step}: {self._bench.name} PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}")
         self.accelerator.wait_for_everyone()
@@ -1031,6 +1094,12 @@ class _Trainer:
         )
         if resume is not None and resume_from is None:
             self.progress.note("no checkpoint to resume from: starting at step 0")
+        if resume_from is not None and self.recipe_changes:
+            self.progress.note(
+                "the recipe changed since the last session: " + ", ".join(self.recipe_changes[:8])
+                + (" ..." if len(self.recipe_changes) > 8 else "")
+                + " (learning rates and optimiser settings come from the checkpoint)"
+            )
         self._open_validation()
 
         status, exit_code, message = "finished", 0, ""
@@ -1054,14 +1123,20 @@ class _Trainer:
                 else:
                     self.nonfinite_total += 1
                     self.nonfinite_run += 1
-                    self.metrics.write({"step": self.step, "event": "nonfinite", "loss": {g: str(v) if not math.isfinite(v) else v for g, v in losses.items()},
-                                        "nonfinite": self.nonfinite_total})
-                    self.progress.note(f"step {self.step}: non-finite loss ({_format_losses(losses)}), step skipped ({self.nonfinite_total} so far)")
+                    where = "gradient" if norms else "loss"
+                    self.metrics.write({
+                        "step": self.step, "event": "nonfinite", "where": where, "nonfinite": self.nonfinite_total,
+                        "loss": {g: v if math.isfinite(v) else str(v) for g, v in losses.items()},
+                        **({"grad_norm": {g: v if math.isfinite(v) else str(v) for g, v in norms.items()}} if norms else {}),
+                    })  # fmt: skip
+                    self.progress.note(
+                        f"step {self.step}: non-finite {where} ({_format_losses(norms or losses)}), step skipped ({self.nonfinite_total} so far)"
+                    )
                     if self.nonfinite_run >= recipe.max_nonfinite:
                         checkpoint = self.save_checkpoint("nonfinite")
                         raise TrainingAborted(
-                            f"training stopped at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite loss "
-                            f"({_format_losses(losses)}); checkpoint {checkpoint} holds the last good weights. Lower the learning "
+                            f"training stopped at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite {where} "
+                            f"({_format_losses(norms or losses)}); checkpoint {checkpoint} holds the last good weights. Lower the learning "
                             f"rate or set clip_grad, then continue with --resume auto (max_nonfinite = {recipe.max_nonfinite})"
                         )
                 elapsed = time.perf_counter() - session_start
@@ -1115,8 +1190,8 @@ class _Trainer:
             "nonfinite": self.nonfinite_total,
             "time": _now(),
         }
-        if norms:
-            record["grad_norm"] = norms
+        if norms:  # of the last step before the record
+            record["grad_norm"] = {g: v if math.isfinite(v) else str(v) for g, v in norms.items()}
         if self.main:
             self.metrics.write(record)
             eta = (target - self.step) / rate if rate > 0 else 0.0
@@ -1268,7 +1343,7 @@ def run_train_command(
     name = loaded.export.name or recipe.stem
     result = train(loaded, directory, resume=resume, stop_at=stop_at, device=device, export=export, quiet=quiet, name=name)
     if result.main_process:
-        if result.message and not quiet:
+        if result.message:  # an interruption or a stop is said even with --quiet
             print(result.message, file=sys.stderr)
         elif not quiet:
             print(f"finished {result.step} steps; checkpoint {result.checkpoint}", file=sys.stderr)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from irc.cli import app, main
 
-COMMANDS = ["restore", "eval", "bench", "methods", "weights"]
+COMMANDS = ["restore", "eval", "bench", "train", "methods", "weights", "datasets"]
 
 
 def run(capsys, *argv):
@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("command", [["restore"], ["eval"], ["bench"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"]])
+@pytest.mark.parametrize("command", [["restore"], ["eval"], ["bench"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"], ["datasets", "list"], ["datasets", "fetch"], ["train"]])
 def test_every_option_has_help(command):
     """Every option and argument of every command carries a help text."""
     import typer.main
@@ -140,3 +140,12 @@ def test_tiled_restore_through_the_cli_matches(tmp_path, capsys, data_root):
     tiled = np.asarray(Image.open(tmp_path / "tiled" / "birdx4_bicubic.png"), dtype=int)
     auto = np.asarray(Image.open(tmp_path / "auto" / "birdx4_bicubic.png"), dtype=int)
     assert np.abs(whole - tiled).max() <= 1 and np.array_equal(whole, auto)
+
+
+def test_datasets_list_and_fetch_without_address(capsys, tmp_path):
+    code, out, _ = run(capsys, "datasets", "list", "--json", "--data-root", str(tmp_path))
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and {"set5", "bsd68", "sots", "train400"} <= set(rows)
+    assert rows["sots"]["present"] is False and rows["sots"]["path"] == str(tmp_path / "sots")
+    code, _, err = run(capsys, "datasets", "fetch", "sots", "--data-root", str(tmp_path))
+    assert code == 1 and str(tmp_path / "sots") in err

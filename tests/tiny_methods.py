@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,8 @@ class TinyNet(nn.Module):
 class TinyConfig:
     width: int = 4
     nan_steps: tuple[int, ...] = ()
+    # a finite loss whose gradient is NaN (0 * d sqrt(u) / du at u = 0)
+    bad_grad_steps: tuple[int, ...] = ()
     sleep: float = 0.0
     jitter: float = 0.0
 
@@ -64,6 +67,9 @@ class TinyRestorer(Method):
         loss = F.l1_loss(self.network(x), batch.gt)
         if step in self.config.nan_steps:
             loss = loss * float("nan")
+        if step in self.config.bad_grad_steps:
+            weight = self.network.head.weight
+            loss = loss + 0.0 * torch.sqrt((weight - weight.detach()).abs().sum())
         return {"main": loss}
 
 
@@ -93,7 +99,7 @@ class ToyGAN(Method):
     summary = "test-only two-group GAN"
     Config = ToyGANConfig
     needs_weights = False
-    instances: list["ToyGAN"] = []
+    instances: ClassVar[list[ToyGAN]] = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

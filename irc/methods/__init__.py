@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "identity": "irc.methods.classical:Identity",
     "bicubic": "irc.methods.classical:Bicubic",
+    "lorun": "irc.methods.lorun:LoRun",
+    "tur": "irc.methods.tur:TUR",
 }
 
 EXTRA_METHODS_ENV = "IRC_EXTRA_METHODS"

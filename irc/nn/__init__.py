@@ -5,4 +5,6 @@ stays cheap:
 
 * :mod:`irc.nn.ema`: exponential moving average of a module's weights, with ``state_dict`` for
   checkpoints and a context manager that swaps the averaged weights in (validation, export).
+* :mod:`irc.nn.lora`: stage-indexed LoRA layers (one frozen base, one low-rank adapter per
+  unfolding stage).
 """

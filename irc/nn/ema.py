@@ -13,7 +13,8 @@ statistics) is averaged; integer buffers (``num_batches_tracked``) are copied.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

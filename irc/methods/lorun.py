@@ -1,0 +1,664 @@
+"""LoRun: Deep LoRA-Unfolding Networks for image restoration (IEEE TIP 2026, arXiv 2602.18697).
+
+Proximal gradient descent unfolded into ``K`` stages (METHODS.md section 2)::
+
+    x_0     = A^T y                                  (back-projection; CASSI: shift_back(y) * mask)
+    z_k     = x_{k-1} - rho_k A^T (A x_{k-1} - y)    (GDM, learnable rho_k > 0)
+    x_k     = D_{theta_0 + Delta_k}(z_k)             (PMM: the shared base denoiser + stage-k LoRA)
+
+The base denoiser ``D_theta_0`` is shared by all stages; every stage owns LoRA adapters
+``Delta_k = B_k A_k`` on every convolution of the denoiser (:mod:`irc.nn.lora`), with the
+adaptive rank ``r = ceil(min(C_in, C_out) * gamma / 100)`` and ``B_k = 0`` at initialisation, so
+that every stage starts equal to the base. Training has two phases (METHODS.md 2.1):
+
+* ``phase = 1``: a one-stage network (``stages = 1``), every weight trainable (the base, rho,
+  and the sampling matrix when ``learnable_matrix``);
+* ``phase = 2``: ``K`` stages; the base is frozen (``requires_grad = False``, bit-identical
+  after training), only the adapters, the ``rho_k`` and the learnable sampling matrix train.
+  ``init_from`` names the phase-1 weights the base (and rho, and the matrix when its shape
+  fits) start from.
+
+``variant = "block"`` is the Block-K baseline the paper compares with: ``K`` independent
+denoisers (no sharing, no adapters), every weight trainable.
+
+Base denoisers (the paper names "U-Net, Transformer and CNN" backbones without saying which per
+task; METHODS.md marks the choice GUESS). Ours, chosen for CPU training speed, is the same small
+residual U-Net for every task (two scales, ``channels`` / ``2 channels`` / ``4 channels``, plain
+ReLU residual blocks, pixel-shuffle up-sampling, a global residual ``x + D(x)``), with the input
+and output channels of the task: 1 (CS, grey / Y), 28 (CASSI), 3 (SR, RGB).
+
+Tasks and operators:
+
+* ``cs``: block CS on ``block x block`` blocks (:class:`irc.operators.cs.BlockCS`). The sampling
+  matrix ``Phi`` (``M x block^2``, ``M`` from the ReconNet / ISTA-Net+ table) is stored in the
+  weights and, with ``learnable_matrix``, trained end to end (as OPINE-Net+, CASNet and NesTD do).
+  ``matrix_init = "pca"`` starts it from the ``M`` leading eigenvectors of the second-moment
+  matrix of Train400 blocks (the Karhunen-Loeve basis: orthonormal rows, the best linear
+  ``M``-dimensional projection of natural blocks in the mean-square sense); ``"orthogonal"`` /
+  ``"gaussian"`` are random.
+* ``cassi``: single-disperser CASSI with a 2-pixel shift per band
+  (:class:`irc.operators.cassi.CASSI`), the mask from the data pack (``CASSI/simulation``) or
+  a user file (``mask``). The measurement is normalised ``y * 2 / bands`` as in MST's code.
+* ``sr``: the USRNet degradation ``y = (x * k) downarrow_s`` with circular blur
+  (:class:`irc.operators.blur_sr.BlurDownsample`), the kernel given per image (one of the 12
+  USRNet kernels); the GDM is the gradient step above.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from irc.errors import UsageError, WeightsError
+from irc.methods.base import Knob, Method, TrainBatch
+from irc.operators.cs import BlockCS
+from irc.nn.lora import LoRAConv2d, base_parameters, lora_parameters, set_stage
+from irc.tiling import TileSpec
+
+__all__ = ["LoRun", "LoRunConfig", "UNetDenoiser", "LoRunNet", "pca_matrix", "save_cs_measurement", "load_cs_measurement"]
+
+# Set while from_weights builds a network whose tensors are about to be overwritten: skips the
+# data-dependent initialisations (PCA matrix, init_from) that only training needs.
+_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("lorun_loading", default=False)
+
+
+@dataclass(frozen=True)
+class LoRunConfig:
+    """Architecture and training-phase choices of a LoRun network.
+
+    Attributes:
+        task: ``cs`` (block compressive sensing, grey), ``cassi`` (28-band spectral snapshot),
+            ``sr`` (non-blind super-resolution, USRNet protocol, RGB).
+        variant: ``lorun`` (one shared base + per-stage LoRA) or ``block`` (the Block-K baseline:
+            ``stages`` independent denoisers).
+        phase: 1 (one-stage pre-training of the base, everything trainable) or 2 (frozen base,
+            per-stage LoRA, rho and the learnable matrix train).
+        stages: number of unfolded stages ``K`` (phase 1 uses 1 whatever this says).
+        gamma: LoRA rank percentage (``r = ceil(min(C_in, C_out) * gamma / 100)``).
+        channels: base width of the U-Net denoiser.
+        mid_blocks: residual blocks at the coarsest scale.
+        rho_init: initial gradient step ``rho_k`` (METHODS.md 2.3: about 0.5, a guess).
+        ratio: CS sampling ratio ``M / block^2``.
+        block: CS block size.
+        matrix_init: initial CS matrix: ``pca`` (Train400 KLT basis), ``orthogonal``, ``gaussian``.
+        learnable_matrix: train the CS matrix with the network.
+        bands: CASSI spectral bands.
+        mask: CASSI mask file (``.mat``); empty: the data pack's simulation mask.
+        scale: SR factor (2, 3 or 4).
+        init_from: phase-1 weights to start phase 2 from (training only; not kept in the
+            released weights' metadata).
+    """
+
+    task: Literal["cs", "cassi", "sr"] = "cs"
+    variant: Literal["lorun", "block"] = "lorun"
+    phase: int = 2
+    stages: int = 9
+    gamma: float = 10.0
+    channels: int = 32
+    mid_blocks: int = 2
+    rho_init: float = 0.5
+    ratio: float = 0.25
+    block: int = 33
+    matrix_init: Literal["pca", "orthogonal", "gaussian"] = "orthogonal"
+    learnable_matrix: bool = True
+    bands: int = 28
+    mask: str = ""
+    scale: int = 4
+    init_from: str = ""
+
+    def __post_init__(self) -> None:
+        if self.phase not in (1, 2):
+            raise UsageError(f"lorun config phase must be 1 or 2, got {self.phase}")
+        if self.stages < 1:
+            raise UsageError(f"lorun config stages must be >= 1, got {self.stages}")
+        if not 0 < self.ratio <= 1:
+            raise UsageError(f"lorun config ratio must be in (0, 1], got {self.ratio}")
+        if self.scale not in (1, 2, 3, 4):
+            raise UsageError(f"lorun config scale must be 2, 3 or 4, got {self.scale}")
+        if self.channels < 4 or self.gamma <= 0:
+            raise UsageError("lorun config: channels must be >= 4 and gamma > 0")
+
+    @property
+    def unfolded(self) -> int:
+        """Stages actually unrolled: 1 in phase 1 of the LoRA variant, ``stages`` otherwise."""
+        return 1 if (self.phase == 1 and self.variant == "lorun") else self.stages
+
+    @property
+    def image_channels(self) -> int:
+        return {"cs": 1, "cassi": self.bands, "sr": 3}[self.task]
+
+
+# ------------------------------------------------------------------------------------ networks
+
+
+def _conv(c_in: int, c_out: int, k: int, adapters: int, gamma: float, stride: int = 1) -> LoRAConv2d:
+    return LoRAConv2d(nn.Conv2d(c_in, c_out, k, stride=stride, padding=(k - 1) // 2 if stride == 1 else 0), adapters, gamma)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c: int, adapters: int, gamma: float):
+        super().__init__()
+        self.conv1 = _conv(c, c, 3, adapters, gamma)
+        self.conv2 = _conv(c, c, 3, adapters, gamma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+class UNetDenoiser(nn.Module):
+    """Small residual U-Net ``x -> x + R(x)`` (two down-samplings), every conv LoRA-wrapped.
+
+    Args:
+        in_ch: image channels (in = out).
+        channels: width at full resolution (x2, x4 at the coarser scales).
+        mid_blocks: residual blocks at the coarsest scale.
+        adapters: LoRA adapters per conv (0 in phase 1 and for Block-K).
+        gamma: LoRA rank percentage.
+
+    Input ``(B, in_ch, H, W)``, any ``H``, ``W`` (reflect-padded to a multiple of 4 inside).
+    """
+
+    def __init__(self, in_ch: int, channels: int = 32, mid_blocks: int = 2, adapters: int = 0, gamma: float = 10.0):
+        super().__init__()
+        c, a, g = channels, adapters, gamma
+        self.head = _conv(in_ch, c, 3, a, g)
+        self.enc1 = _ResBlock(c, a, g)
+        self.down1 = _conv(c, 2 * c, 2, a, g, stride=2)
+        self.enc2 = _ResBlock(2 * c, a, g)
+        self.down2 = _conv(2 * c, 4 * c, 2, a, g, stride=2)
+        self.mid = nn.Sequential(*[_ResBlock(4 * c, a, g) for _ in range(mid_blocks)])
+        self.up2 = _conv(4 * c, 8 * c, 1, a, g)  # -> pixel shuffle -> 2c
+        self.dec2 = _ResBlock(2 * c, a, g)
+        self.up1 = _conv(2 * c, 4 * c, 1, a, g)  # -> pixel shuffle -> c
+        self.dec1 = _ResBlock(c, a, g)
+        self.tail = _conv(c, in_ch, 3, a, g)
+        # Zero residual at initialisation: an untrained stage is the identity, so a fresh
+        # network starts from the data step's estimate (ReZero-style, Bachlechner et al. 2020).
+        nn.init.zeros_(self.tail.base.weight)
+        nn.init.zeros_(self.tail.base.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        xp = F.pad(x, (0, pw, 0, ph), mode="reflect") if (ph or pw) else x
+        f1 = self.enc1(self.head(xp))
+        f2 = self.enc2(F.relu(self.down1(f1)))
+        f3 = self.mid(F.relu(self.down2(f2)))
+        u2 = self.dec2(F.pixel_shuffle(self.up2(f3), 2) + f2)
+        u1 = self.dec1(F.pixel_shuffle(self.up1(u2), 2) + f1)
+        out = xp + self.tail(u1)
+        return out[..., :h, :w] if (ph or pw) else out
+
+
+class LoRunNet(nn.Module):
+    """The unfolded network: operator parameters, ``rho_k`` and the denoiser(s).
+
+    Attributes:
+        rho_raw: ``(K,)``; ``rho_k = softplus(rho_raw_k)`` keeps the steps positive.
+        denoiser: the shared base with ``K`` adapters per conv (variant ``lorun``).
+        denoisers: ``K`` independent denoisers (variant ``block``).
+        cs: the :class:`~irc.operators.cs.BlockCS` operator (task ``cs``; holds ``phi``).
+        mask: CASSI mask buffer ``(H, W)`` (task ``cassi``).
+    """
+
+    def __init__(self, config: LoRunConfig):
+        super().__init__()
+        self.config = cfg = config
+        k = cfg.unfolded
+        # CASSI: A^T A has diagonal entries up to ~bands/2 (half-open mask), so the step is scaled
+        # by 2 / bands to keep rho_k A^T A of order 1 (MST normalises y by 2 / bands likewise).
+        rho_init = cfg.rho_init * (2.0 / cfg.bands if cfg.task == "cassi" else 1.0)
+        rho0 = math.log(math.expm1(rho_init))
+        self.rho_raw = nn.Parameter(torch.full((k,), rho0))
+        ch = cfg.image_channels
+        if cfg.variant == "lorun":
+            adapters = 0 if cfg.phase == 1 else k
+            self.denoiser = UNetDenoiser(ch, cfg.channels, cfg.mid_blocks, adapters, cfg.gamma)
+        else:
+            self.denoisers = nn.ModuleList(UNetDenoiser(ch, cfg.channels, cfg.mid_blocks, 0, cfg.gamma) for _ in range(k))
+        if cfg.task == "cs":
+            from irc.operators.cs import num_measurements
+
+            m = num_measurements(cfg.ratio, cfg.block**2)
+            if cfg.matrix_init == "pca" and not _LOADING.get():
+                phi = pca_matrix(m, cfg.block)
+            else:
+                draw = BlockCS(cfg.ratio, cfg.block, 1, matrix="gaussian" if cfg.matrix_init == "gaussian" else "orthogonal")
+                phi = draw.phi
+            self.cs = _GainCS.from_matrix(phi * PHI_GAIN, block=cfg.block, learnable=cfg.learnable_matrix, orthonormal_rows=False)
+        elif cfg.task == "cassi":
+            from irc.operators.cassi import load_mask, simulation_mask_path
+
+            if _LOADING.get() or (not cfg.mask and not _pack_has_mask()):
+                mask = torch.zeros(256, 256)  # replaced by the weights' mask
+            else:
+                mask = load_mask(cfg.mask or simulation_mask_path())
+            self.register_buffer("mask", mask.float())
+
+    @property
+    def stages(self) -> int:
+        return int(self.rho_raw.numel())
+
+    def rho(self) -> Tensor:
+        return F.softplus(self.rho_raw)
+
+    def denoise(self, z: Tensor, k: int) -> Tensor:
+        if self.config.variant == "block":
+            return self.denoisers[k](z)
+        if self.config.phase == 2:
+            set_stage(self.denoiser, k)
+        return self.denoiser(z)
+
+    def unfold(self, op, y: Tensor, x0: Tensor, stages: int | None = None) -> Tensor:
+        """Run the ``K`` stages from ``x0`` for measurement ``y`` with operator ``op``."""
+        rho = self.rho()
+        x = x0
+        for k in range(self.stages if stages is None else stages):
+            x = x - rho[k] * op.A_adjoint(op.A(x) - y)
+            x = self.denoise(x, k)
+        return x
+
+
+# The CS matrix is stored multiplied by this gain (entries of order 1 / 3 instead of 1 / 33), so
+# that one Adam learning rate suits both the denoiser and the matrix: Adam's step is about ``lr``
+# in parameter units, which for raw entries of size 1/33 would move the matrix ten times faster,
+# relative to its size, than a gain of 10 does.
+PHI_GAIN = 10.0
+
+
+class _GainCS(BlockCS):
+    """:class:`BlockCS` whose ``phi`` holds ``PHI_GAIN`` times the sampling matrix."""
+
+    def _kernel(self, ref: Tensor) -> tuple[Tensor, int]:
+        w, groups = super()._kernel(ref)
+        return w / PHI_GAIN, groups
+
+    def matrix(self) -> Tensor:
+        """The sampling matrix ``(M, block^2)`` itself."""
+        return self.phi.detach() / PHI_GAIN
+
+
+def _pack_has_mask() -> bool:
+    try:
+        from irc.operators.cassi import simulation_mask_path
+
+        return Path(simulation_mask_path()).is_file()
+    except Exception:  # noqa: BLE001 - no data pack: a zero mask the weights replace
+        return False
+
+
+@torch.no_grad()
+def pca_matrix(m: int, block: int = 33, *, blocks: int = 40000, seed: int = 0) -> Tensor:
+    """``M`` leading eigenvectors (rows) of the second-moment matrix of Train400 blocks.
+
+    The Karhunen-Loeve basis: orthonormal rows, and ``Phi^T Phi x`` is the best rank-``M``
+    linear approximation of a random training block in the mean-square sense. The blocks are
+    drawn at random positions (seeded) from the Train400 images of the data pack.
+
+    Returns:
+        ``(M, block^2)`` float32.
+    """
+    import numpy as np
+
+    from irc.data._common import grey_float, read_float
+    from irc.data.benchmarks import training_files
+
+    files = training_files("train400")
+    rng = np.random.default_rng(seed)
+    per = max(1, blocks // len(files))
+    rows = []
+    for f in files:
+        img = grey_float(read_float(f))
+        img = img[..., 0] if img.ndim == 3 else img
+        h, w = img.shape
+        ys = rng.integers(0, h - block + 1, per)
+        xs = rng.integers(0, w - block + 1, per)
+        rows += [img[a : a + block, b : b + block].reshape(-1) for a, b in zip(ys, xs)]
+    x = torch.from_numpy(np.stack(rows)).double()
+    cov = x.T @ x / x.shape[0]
+    evals, evecs = torch.linalg.eigh(cov)
+    top = evecs[:, torch.argsort(evals, descending=True)[:m]].T
+    # deterministic signs: largest-magnitude entry of each row positive
+    idx = top.abs().argmax(dim=1)
+    top = top * torch.sign(top[torch.arange(m), idx])[:, None]
+    return top.float().contiguous()
+
+
+# ------------------------------------------------------------------------- measurement files
+
+
+def save_cs_measurement(path: str | Path, y: Tensor, size: tuple[int, int], ratio: float, block: int) -> Path:
+    """Write a CS measurement file (safetensors): ``y`` ``(M, h, w)`` and the image size.
+
+    Layout: tensor ``y`` (float32, ``(M, ceil(H / B), ceil(W / B))``: channel ``m`` at block
+    ``(i, j)`` is measurement ``m`` of that block, blocks of the zero-padded image), metadata
+    ``{"format": "irc-cs-measurement", "height", "width", "ratio", "block"}``. The sampling
+    matrix is the one stored in the weights that reconstruct it.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    y = y.detach().float().cpu()
+    if y.ndim == 4:
+        y = y[0]
+    meta = {"format": "irc-cs-measurement", "height": str(int(size[0])), "width": str(int(size[1])), "ratio": repr(float(ratio)), "block": str(int(block))}
+    save_file({"y": y.contiguous()}, str(path), metadata=meta)
+    return path
+
+
+def load_cs_measurement(path: str | Path) -> tuple[Tensor, tuple[int, int], dict[str, str]]:
+    """Read :func:`save_cs_measurement` files (also ``.npz`` with ``y``, ``height``, ``width``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"measurement file not found: {path}")
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as data:
+            if "y" not in data:
+                raise UsageError(f"{path}: a CS measurement .npz needs arrays y, height, width")
+            y = torch.from_numpy(np.asarray(data["y"], dtype=np.float32))
+            meta = {k: str(np.asarray(data[k]).item()) for k in data.files if k != "y"}
+    else:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                y = f.get_tensor("y").float()
+        except Exception as err:  # noqa: BLE001
+            raise UsageError(f"{path}: not a CS measurement file ({err})") from None
+    if y.ndim == 4:
+        y = y[0]
+    if y.ndim != 3 or "height" not in meta or "width" not in meta:
+        raise UsageError(f"{path}: expected y (M, h, w) and height / width metadata")
+    return y, (int(meta["height"]), int(meta["width"])), meta
+
+
+# ------------------------------------------------------------------------------------ method
+
+
+class LoRun(Method):
+    """LoRun unfolding networks for CS, CASSI and non-blind SR."""
+
+    name = "lorun"
+    summary = "Deep LoRA-unfolding network (TIP 2026): K-stage PGD, one shared denoiser + per-stage LoRA; CS, CASSI, SR"
+    Config = LoRunConfig
+    tasks = ("cs", "cassi", "sr")
+    knobs = (
+        Knob("task", str, "", "cs, cassi or sr; must match the weights (it selects the shipped default weights)"),
+        Knob("ratio", float, 0.0, "CS sampling ratio; must match the weights (0: the weights' ratio)"),
+        Knob("measurement", str, "", "reconstruct this measurement file instead of simulating one (CS: .safetensors/.npz y; CASSI: .mat)"),
+        Knob("scale", float, 0.0, "SR factor; must match the weights (0: the weights' factor)"),
+        Knob("kernel", int, 0, "SR: index (0-11) of the USRNet kernel that blurred the input"),
+        Knob("mask", str, "", "CASSI: coded-mask .mat for --measurement when it differs from the weights' mask (e.g. CASSI/real/mask.mat)"),
+        Knob("stages", int, 0, "unfolded stages to run (0: all)"),
+    )
+    # CS measures every 33x33 block independently, so tiles aligned to the block grid and cut
+    # through the whole pipeline (measure + reconstruct) differ from the whole-image result only
+    # through the denoiser's receptive field at tile borders (hidden by the overlap).
+    # CS: internal, see forward_internal_tiling; set per task in __init__.
+    tile_spec = TileSpec(support="internal", multiple_of=33, min_overlap=66, default_tile=528)
+    input_channels = (1, 3)  # CS: grey, or RGB sensed on Y (see restore)
+    bytes_per_pixel = 2048.0
+
+    def __init__(self, config: Any = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        if cfg.task == "sr":
+            self.tile_spec = TileSpec(support="supported", scale=float(cfg.scale), multiple_of=4, min_overlap=16, default_tile=256)
+            self.input_channels = (3,)
+        elif cfg.task == "cassi":
+            self.tile_spec = TileSpec(support="unsupported")
+            self.input_channels = (cfg.bands,)
+        else:
+            self.tile_spec = TileSpec(support="internal", multiple_of=cfg.block, min_overlap=2 * cfg.block, default_tile=16 * cfg.block)
+        if cfg.init_from and not _LOADING.get():
+            self.initialise_from(cfg.init_from)
+        if cfg.phase == 2 and cfg.variant == "lorun":
+            for p in base_parameters(self.network.denoiser):
+                p.requires_grad_(False)
+
+    # ---------------------------------------------------------------- construction / weights
+    def build_network(self) -> nn.Module:
+        return LoRunNet(self.config)
+
+    @classmethod
+    def from_weights(cls, weights, **kwargs) -> "LoRun":
+        token = _LOADING.set(True)
+        try:
+            return super().from_weights(weights, **kwargs)
+        finally:
+            _LOADING.reset(token)
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        meta["config"] = {**meta["config"], "init_from": ""}
+        return meta
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        mask = state.get("mask")
+        if self.config.task == "cassi" and mask is not None and mask.shape != self.network.mask.shape:
+            self.network.mask = torch.zeros_like(mask, device=self.device)  # the weights' own mask size
+        super().load_state_dict(state)
+
+    @torch.no_grad()
+    def initialise_from(self, weights: str | Path) -> None:
+        """Start phase 2 (or a longer run) from phase-1 weights.
+
+        Copies the base denoiser, ``rho`` (stage 0's value to every stage) and, when the shapes
+        agree, the CS matrix / CASSI mask. Adapters keep their zero-``B`` initialisation.
+        """
+        from irc.weights import load_weights, resolve_weights
+
+        resolved = resolve_weights(str(weights), method=self.name)
+        state, meta = load_weights(resolved.path)
+        if meta.get("method") not in (None, self.name):
+            raise WeightsError(f"{resolved.path}: weights are for {meta.get('method')!r}, not lorun")
+        net = self.network
+        own = net.state_dict()
+        copied = 0
+        for key, value in state.items():
+            if key == "rho_raw":
+                net.rho_raw.copy_(value.reshape(-1)[0].expand_as(net.rho_raw))
+                copied += 1
+                continue
+            target_key = key
+            if self.config.variant == "lorun" and key.startswith("denoisers.0."):
+                target_key = "denoiser." + key[len("denoisers.0."):]
+            if ".lora_" in key:
+                continue
+            if target_key in own and own[target_key].shape == value.shape:
+                own[target_key].copy_(value)
+                copied += 1
+        if copied == 0:
+            raise WeightsError(f"{resolved.path}: no tensor fits this lorun network")
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        net = self.network
+        cfg = self.config
+        if cfg.variant == "block" or cfg.phase == 1:
+            return {"main": [p for p in net.parameters() if p.requires_grad]}
+        params = [net.rho_raw] + lora_parameters(net.denoiser)
+        if cfg.task == "cs" and cfg.learnable_matrix:
+            params.append(net.cs.phi)
+        return {"main": params}
+
+    # ---------------------------------------------------------------- knobs
+    def _check_against_config(self, values: Mapping[str, Any]) -> None:
+        """Knob values that must agree with the weights (checked once the weights are known)."""
+        cfg = self.config
+        if values["task"] and values["task"] != cfg.task:
+            raise UsageError(f"these lorun weights are for the {cfg.task} task, not {values['task']!r}")
+        if values["ratio"] and cfg.task != "cs":
+            raise UsageError(f"--ratio applies to the cs task; these weights are for {cfg.task}")
+        if values["ratio"] and abs(values["ratio"] - cfg.ratio) > 1e-9:
+            raise UsageError(f"these lorun weights were trained at ratio {cfg.ratio:g}; got ratio {values['ratio']:g} (use the weights for that ratio)")
+        if values["scale"] and cfg.task == "sr" and abs(values["scale"] - cfg.scale) > 1e-9:
+            raise UsageError(f"these lorun weights are for x{cfg.scale} SR; got scale {values['scale']:g}")
+        if not 0 <= values["kernel"] < 12:
+            raise UsageError(f"kernel must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
+        if not 0 <= values["stages"] <= self.network.stages:
+            raise UsageError(f"stages must be 0..{self.network.stages}, got {values['stages']}")
+
+    @torch.no_grad()
+    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
+        """:meth:`Method.restore`, after checking the knobs against the weights (ratio, scale)."""
+        self._check_against_config(self.check_knobs(knobs))
+        if self.config.task == "cs" and x.shape[1] == 3:
+            # CS works on luminance (the Set11 / Set14 protocol): Y is sensed and reconstructed,
+            # the chroma of the input is kept.
+            from irc.pipeline import rgb_to_ycbcr, ycbcr_to_rgb
+
+            ycc = rgb_to_ycbcr(x)
+            y = super().restore(ycc[:, :1].contiguous(), tile=tile, tile_overlap=tile_overlap, **knobs)
+            return ycbcr_to_rgb(torch.cat([y, ycc[:, 1:].to(y)], dim=1)).clamp_(0, 1)
+        return super().restore(x, tile=tile, tile_overlap=tile_overlap, **knobs)
+
+    def forward_internal_tiling(self, x: Tensor, *, tile: int | str, tile_overlap: int, **knobs: Any) -> Tensor:
+        """CS: measure and reconstruct whole images, or block-aligned tiles for bounded memory.
+
+        Tiles start on the block grid (``multiple_of = block``), so every tile measures exactly
+        the blocks the whole image would; tiles differ from the whole-image result only through
+        the denoiser's receptive field near tile borders, which the overlap blends away.
+        """
+        from irc.tiling import auto_tile_size, run_with_oom_fallback, tiled
+
+        b = self.config.block
+
+        def run(edge: int) -> Tensor:
+            return tiled(lambda t: self.forward(t.to(self.dtype), **knobs).float(), x, tile=edge, overlap=max(int(tile_overlap), b), multiple_of=b, device=self.device)
+
+        if tile == "auto":
+            edge = auto_tile_size(self.device, bytes_per_pixel=self.bytes_per_pixel, channels=x.shape[1], multiple_of=b)
+            return run_with_oom_fallback(run, edge, multiple_of=b)
+        return run(int(tile))
+
+    def output_scale(self, knobs: Mapping[str, Any]) -> float:
+        return float(self.config.scale) if self.config.task == "sr" else 1.0
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor, **knobs: Any) -> Tensor:
+        task = self.config.task
+        stages = int(knobs.get("stages", 0) or 0) or None
+        if task == "cs":
+            return self._forward_cs(x, stages)
+        if task == "cassi":
+            return self._forward_cassi(x, stages)
+        return self._forward_sr(x, int(knobs.get("kernel", 0)), stages)
+
+    def _forward_cs(self, x: Tensor, stages: int | None) -> Tensor:
+        from irc.operators.cs import crop, pad_to_block
+
+        xp, size = pad_to_block(x, self.config.block)
+        return crop(self.reconstruct_cs(self.network.cs.A(xp), stages), size)
+
+    def reconstruct_cs(self, y: Tensor, stages: int | None = None) -> Tensor:
+        """Image ``(B, 1, hB, wB)`` from block measurements ``y`` ``(B, M, h, w)``."""
+        op = self.network.cs
+        return self.network.unfold(op, y, op.A_adjoint(y), stages)
+
+    def _cassi_op(self, mask: Tensor | None = None):
+        from irc.operators.cassi import CASSI
+
+        return CASSI(self.network.mask if mask is None else mask, bands=self.config.bands)
+
+    def _forward_cassi(self, x: Tensor, stages: int | None) -> Tensor:
+        op = self._cassi_op()
+        if x.shape[-2:] != op.mask.shape[-2:]:
+            raise UsageError(f"lorun cassi: the cube is {tuple(x.shape[-2:])} but the mask is {tuple(op.mask.shape[-2:])}")
+        return self.reconstruct_cassi(op.A(x), stages)
+
+    def reconstruct_cassi(self, y: Tensor, stages: int | None = None, mask: Tensor | None = None) -> Tensor:
+        """Cube ``(B, bands, H, W)`` from a CASSI measurement ``(B, 1, H, W + 2 (bands - 1))``.
+
+        ``x_0 = A^T y * 2 / bands`` (MST's ``shift_back(y * 2 / 28) * mask``).
+        """
+        op = self._cassi_op(mask)
+        x0 = op.A_adjoint(y) * (2.0 / self.config.bands)
+        return self.network.unfold(op, y, x0, stages)
+
+    def _sr_op(self, kernel: int | Tensor):
+        from irc.operators.blur_sr import BlurDownsample, load_usrnet_kernels
+
+        if isinstance(kernel, int):
+            kernel = load_usrnet_kernels()[kernel]
+        return BlurDownsample(kernel.to(self.device), int(self.config.scale))
+
+    def _forward_sr(self, y: Tensor, kernel: int | Tensor, stages: int | None) -> Tensor:
+        op = self._sr_op(kernel)
+        x0 = F.interpolate(y, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+        return self.network.unfold(op, y, x0, stages)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: TrainBatch, step: int) -> dict[str, Tensor]:
+        """MSE of the final stage's output (METHODS.md 2.1: L2 loss).
+
+        ``cs`` / ``cassi``: ``batch.lq`` is the clean crop (degradation ``none``): the method
+        measures it with its own operator. ``sr``: ``batch.gt`` is blurred with a random one of
+        the 12 USRNet kernels (per batch) and down-sampled here.
+        """
+        task = self.config.task
+        gt = batch.gt
+        if task == "cs":
+            out = self._forward_cs(gt, None)
+        elif task == "cassi":
+            out = self._forward_cassi(gt, None)
+        else:
+            from irc.operators.blur_sr import load_usrnet_kernels
+
+            kernels = getattr(self, "_kernels", None)
+            if kernels is None:
+                kernels = self._kernels = load_usrnet_kernels()
+            g = torch.Generator().manual_seed(int(step))
+            k = kernels[int(torch.randint(len(kernels), (1,), generator=g))]
+            op = self._sr_op(k)
+            y = op.A(gt)
+            x0 = F.interpolate(y, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+            out = self.network.unfold(op, y, x0)
+        return {"main": F.mse_loss(out, gt)}
+
+    # ---------------------------------------------------------------- measurement files
+    @torch.no_grad()
+    def restore_measurement(self, path: str | Path, *, stages: int = 0, mask: str | Path = "") -> Tensor:
+        """Reconstruct a real measurement file (CS: :func:`save_cs_measurement`; CASSI: ``.mat``).
+
+        Returns:
+            ``(1, C, H, W)`` in [0, 1] on the CPU.
+        """
+        self.train(False)
+        st = int(stages) or None
+        if self.config.task == "cs":
+            y, size, meta = load_cs_measurement(path)
+            cs = self.network.cs
+            if y.shape[0] != cs.m:
+                raise UsageError(f"{path}: {y.shape[0]} measurements per block, but these weights sample {cs.m} (ratio {self.config.ratio:g})")
+            if "block" in meta and int(meta["block"]) != self.config.block:
+                raise UsageError(f"{path}: block {meta['block']} but the weights use {self.config.block}")
+            out = self.reconstruct_cs(y[None].to(self.device, self.dtype), st)
+            return out[..., : size[0], : size[1]].float().clamp(0, 1).cpu()
+        if self.config.task == "cassi":
+            from irc.operators.cassi import load_measurement
+
+            from irc.operators.cassi import load_mask
+
+            y = load_measurement(path).float()
+            while y.ndim < 4:
+                y = y[None]
+            m = load_mask(mask).to(self.device, self.dtype) if mask else self.network.mask
+            if y.shape[-2] != m.shape[-2] or y.shape[-1] != m.shape[-1] + 2 * (self.config.bands - 1):
+                raise UsageError(
+                    f"{path}: measurement {tuple(y.shape[-2:])} does not fit the mask {tuple(m.shape)} with {self.config.bands} bands; "
+                    "pass the mask it was taken with (-O mask=FILE.mat)"
+                )
+            return self.reconstruct_cassi(y.to(self.device, self.dtype), st, mask=m).float().clamp(0, 1).cpu()
+        raise UsageError("lorun sr reconstructs low-resolution images: pass the image itself, not --measurement")

@@ -1,0 +1,158 @@
+"""TUR: all-in-one restoration with task uncertainty regularisation (METHODS.md §4).
+
+Wu et al., "Debiased All-in-one Image Restoration with Task Uncertainty Regularization", AAAI
+2025. A backbone restores every degradation blindly; during training an uncertainty head on the
+backbone's last full-resolution features predicts a per-pixel scale ``U``, and the loss
+(:mod:`irc.methods.tur.loss`) divides each task's L1 error by the task's batch-averaged ``U``
+plus a log penalty, so tasks the network finds hard stop dominating the shared weights.
+
+* **Backbones** (:mod:`irc.methods.tur.backbones`): any module with
+  ``forward_features(x) -> (features, image)`` and ``feature_channels``. ``nafnet`` (default) is
+  a light, tile-exact NAFNet-style U-Net suited to CPUs; ``promptir`` is the paper's PromptIR.
+* **The head is training-only.** :meth:`TUR.forward` never runs it, :meth:`TUR.state_dict`
+  leaves it out (shipped weights are inference-only) and :meth:`TUR.load_state_dict` accepts
+  files with or without it (all of its tensors or none; everything else strictly). Training
+  checkpoints keep it (the training loop saves the whole network).
+* ``loss = "l1"`` builds no head and trains with plain L1: the ablation baseline.
+* ``--task auto|sr|blur|noise|jpeg|rain|haze|dark``: the model is blind (one network for every
+  task); the knob only selects weights (``Method.default_weights(task)``; the manifest's one
+  task-less default serves them all) and is recorded with the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from irc.errors import UsageError, WeightsError
+from irc.methods.base import Knob, Method, TrainBatch
+from irc.methods.tur.head import UncertaintyHead
+from irc.methods.tur.loss import l1_loss, uncertainty_loss
+from irc.tiling import TileSpec
+
+TASKS = ("sr", "blur", "noise", "jpeg", "rain", "haze", "dark")
+TaskKnob = Literal["auto", "sr", "blur", "noise", "jpeg", "rain", "haze", "dark"]
+HEAD_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class TURConfig:
+    """Architecture of a TUR model.
+
+    Attributes:
+        backbone: ``nafnet`` (light CPU default) or ``promptir`` (the paper's).
+        width: nafnet: channels at full resolution.
+        enc_blocks: nafnet: blocks per encoder level (one down-sampling per level).
+        middle_blocks: nafnet: blocks at the lowest resolution.
+        dec_blocks: nafnet: blocks per decoder level, lowest first.
+        dim: promptir: width at full resolution (48 in the paper).
+        blocks: promptir: transformer blocks per level ([4, 6, 6, 8]).
+        refinement_blocks: promptir: refinement blocks (4).
+        heads: promptir: attention heads per level ([1, 2, 4, 8]).
+        ffn_expansion: promptir: GDFN expansion (2.66).
+        prompt_dims: promptir: prompt channels at decoder levels 1-3 ([64, 128, 320]).
+        prompt_len: promptir: prompts per level (5).
+        loss: ``uncertainty`` (TUR, METHODS.md §4.1; builds the head) or ``l1`` (baseline, no head).
+    """
+
+    backbone: Literal["nafnet", "promptir"] = "nafnet"
+    width: int = 16
+    enc_blocks: tuple[int, ...] = (1, 1, 2)
+    middle_blocks: int = 2
+    dec_blocks: tuple[int, ...] = (1, 1, 1)
+    dim: int = 48
+    blocks: tuple[int, ...] = (4, 6, 6, 8)
+    refinement_blocks: int = 4
+    heads: tuple[int, ...] = (1, 2, 4, 8)
+    ffn_expansion: float = 2.66
+    prompt_dims: tuple[int, ...] = (64, 128, 320)
+    prompt_len: int = 5
+    loss: Literal["uncertainty", "l1"] = "uncertainty"
+
+
+def build_backbone(config: TURConfig) -> nn.Module:
+    """The backbone ``config`` names (fields of the other backbone are ignored)."""
+    from irc.methods.tur.backbones import NAFNetLite, PromptIR
+
+    try:
+        if config.backbone == "nafnet":
+            return NAFNetLite(config.width, config.enc_blocks, config.middle_blocks, config.dec_blocks)
+        return PromptIR(config.dim, config.blocks, config.refinement_blocks, config.heads, config.ffn_expansion, config.prompt_dims, config.prompt_len)
+    except ValueError as err:
+        raise UsageError(f"tur config: {err}") from None
+
+
+class TURNetwork(nn.Module):
+    """A backbone plus (for training with the TUR loss) the uncertainty head on its features.
+
+    ``forward`` is the backbone alone; :meth:`forward_train` also returns the uncertainty.
+    Works with any backbone exposing ``forward_features`` and ``feature_channels``.
+    """
+
+    def __init__(self, backbone: nn.Module, with_head: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.head = UncertaintyHead(backbone.feature_channels, backbone.out_channels) if with_head else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``x`` -> (restored image, uncertainty ``U`` of the image's shape, or ``None`` without head)."""
+        features, image = self.backbone.forward_features(x)
+        return image, (self.head(features) if self.head is not None else None)
+
+
+class TUR(Method):
+    """All-in-one restoration (blind) trained with task uncertainty regularisation."""
+
+    name = "tur"
+    summary = "All-in-one blind restoration (7 tasks) trained with task-uncertainty regularisation (AAAI 2025)"
+    Config = TURConfig
+    tasks = TASKS
+    knobs = (
+        Knob("task", TaskKnob, "auto", "Degradation: auto (blind) or sr|blur|noise|jpeg|rain|haze|dark; the shipped model is blind, so this only picks weights"),
+    )
+    tile_spec: ClassVar[TileSpec] = TileSpec(support="supported", multiple_of=8, min_overlap=24, default_tile=512)
+    input_channels = (1, 3)
+    bytes_per_pixel = 2048.0
+
+    def build_network(self) -> nn.Module:
+        return TURNetwork(build_backbone(self.config), with_head=self.config.loss == "uncertainty")
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Tensor]:
+        """The backbone's tensors only: the head is training-only and is not shipped."""
+        return {k: v for k, v in self.network.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Backbone tensors strictly; the head's tensors are optional (all of them or none)."""
+        state = dict(state)
+        head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+        result = self.network.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not (k.startswith(HEAD_PREFIX) and not head)]
+        if missing or result.unexpected_keys:
+            raise WeightsError(
+                f"weights do not fit {self.name} {self.config}: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
+            )
+
+    # ----------------------------------------------------------------- inference
+    def forward(self, x: Tensor, **knobs: Any) -> Tensor:
+        grey = x.shape[1] == 1
+        if grey:
+            x = x.expand(-1, 3, -1, -1)
+        y = self.network(x)
+        return y.mean(1, keepdim=True) if grey else y
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: TrainBatch, step: int) -> dict[str, Tensor]:
+        """``{"main": loss}``: the TUR loss over the batch's tasks, or plain L1."""
+        if batch.lq.shape[1] != 3:
+            raise UsageError("tur trains on RGB images (set data.grey = false)")
+        image, uncertainty = self.network.forward_train(batch.lq)
+        if self.config.loss == "l1":
+            return {"main": l1_loss(image, batch.gt)}
+        return {"main": uncertainty_loss(image, batch.gt, uncertainty, batch.task)}

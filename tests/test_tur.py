@@ -1,0 +1,293 @@
+"""TUR (METHODS.md §4): the loss against a direct implementation, the training-only head,
+backbones, weights round trip, default weights and the CLI default."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from irc.errors import WeightsError
+from irc.methods import get_method
+from irc.methods.base import TrainBatch
+from irc.methods.tur import TUR, TURNetwork, build_backbone
+from irc.methods.tur.backbones import NAFNetLite
+from irc.methods.tur.loss import EPS, l1_loss, uncertainty_loss
+from irc.weights import save_weights
+
+TASKS = ("sr", "blur", "noise", "jpeg", "rain", "haze", "dark")
+TINY_PROMPTIR = {"backbone": "promptir", "dim": 8, "blocks": [1, 1, 1, 2], "refinement_blocks": 1, "heads": [1, 2, 2, 4], "prompt_dims": [8, 8, 16], "prompt_len": 3}
+
+
+def direct_loss(pred, target, u, tasks, eps=EPS):
+    """METHODS.md §4.1 written out with explicit sums, in float64."""
+    pred, target, u = pred.double(), target.double(), u.double()
+    per_task = []
+    for task in sorted(set(tasks)):
+        members = [i for i, t in enumerate(tasks) if t == task]
+        n = len(members)
+        u_bar = sum(u[i] for i in members) / n + eps  # C x H x W
+        numel = u_bar.numel()
+        data = sum(((pred[i] - target[i]).abs() / u_bar).sum() for i in members) / (n * numel)
+        per_task.append(data + 2.0 * math.log(float(u_bar.sum()) / numel))
+    return sum(per_task) / len(per_task)
+
+
+def _random_batch(tasks, seed=0, shape=(3, 8, 6)):
+    g = torch.Generator().manual_seed(seed)
+    b = len(tasks)
+    pred = torch.rand(b, *shape, generator=g)
+    target = torch.rand(b, *shape, generator=g)
+    u = torch.nn.functional.softplus(torch.randn(b, *shape, generator=g))
+    return pred, target, u
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        TASKS,  # every task once
+        ("noise", "rain", "noise", "noise", "haze", "rain"),  # four tasks missing, uneven groups
+        ("dark",) * 5,  # one task
+        ("sr", "jpeg", "sr", "blur", "jpeg", "sr", "blur", "blur"),
+    ],
+)
+def test_loss_equals_the_formula(tasks):
+    pred, target, u = _random_batch(tasks, seed=len(tasks))
+    got = uncertainty_loss(pred, target, u, tasks)
+    assert got.dtype == torch.float32
+    assert abs(float(got) - direct_loss(pred, target, u, tasks)) < 1e-5
+
+
+def test_loss_epsilon_and_task_order():
+    tasks = ("rain", "noise", "rain")
+    pred, target, u = _random_batch(tasks)
+    u = u * 1e-7  # epsilon dominates: the loss stays finite
+    loss = uncertainty_loss(pred, target, u, tasks)
+    assert torch.isfinite(loss) and abs(float(loss) - direct_loss(pred, target, u, tasks)) < 1e-3 * abs(float(loss))
+    perm = [2, 1, 0]
+    shuffled = uncertainty_loss(pred[perm], target[perm], u[perm], tuple(tasks[i] for i in perm))
+    assert torch.allclose(shuffled, uncertainty_loss(pred, target, u, tasks))
+
+
+def test_loss_without_labels_is_one_task():
+    pred, target, u = _random_batch(("a",) * 3)
+    assert torch.allclose(uncertainty_loss(pred, target, u, None), uncertainty_loss(pred, target, u, ("x", "x", "x")))
+
+
+def test_loss_is_not_the_per_sample_average():
+    """The uncertainty is averaged over a task's samples before dividing (§4.1, §4.6)."""
+    tasks = ("noise", "noise")
+    pred, target, u = _random_batch(tasks)
+    per_sample = torch.stack([uncertainty_loss(pred[i : i + 1], target[i : i + 1], u[i : i + 1], None) for i in range(2)]).mean()
+    assert not torch.allclose(per_sample, uncertainty_loss(pred, target, u, tasks))
+
+
+def test_loss_checks_shapes_and_labels():
+    pred, target, u = _random_batch(("a", "b"))
+    with pytest.raises(ValueError, match="must match"):
+        uncertainty_loss(pred, target, u[:, :1], ("a", "b"))
+    with pytest.raises(ValueError, match="labels"):
+        uncertainty_loss(pred, target, u, ("a",))
+
+
+def test_l1_baseline():
+    pred, target, _ = _random_batch(("a", "b"))
+    assert torch.allclose(l1_loss(pred, target), (pred - target).abs().mean())
+
+
+# ------------------------------------------------------------------ the method
+
+
+def _trained_like(config=None, seed=0) -> TUR:
+    """A TUR whose weights are all random (the shipped init zeroes the output conv)."""
+    torch.manual_seed(seed)
+    method = TUR.from_config(config)
+    with torch.no_grad():
+        for p in method.network.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return method
+
+
+@pytest.mark.parametrize("config", [None, TINY_PROMPTIR], ids=["nafnet", "promptir"])
+def test_gradients_reach_the_head_and_the_backbone(config):
+    method = _trained_like(config)
+    method.train(True)
+    x = torch.rand(4, 3, 32, 32)
+    loss = method.training_step(TrainBatch(x, torch.rand_like(x), ("noise", "rain", "noise", "dark")), 0)
+    assert set(loss) == {"main"} and torch.isfinite(loss["main"])
+    loss["main"].backward()
+    for part in (method.network.head, method.network.backbone):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert set(method.parameter_groups()) == {"main"}
+
+
+def test_head_reads_the_last_full_resolution_features():
+    method = TUR.from_config(TINY_PROMPTIR)
+    assert method.network.head[0].in_channels == 2 * TINY_PROMPTIR["dim"]  # PromptIR refinement features
+    image, u = method.network.forward_train(torch.rand(2, 3, 16, 24))
+    assert u.shape == image.shape == (2, 3, 16, 24) and bool((u > 0).all())
+
+
+def test_head_is_never_run_at_inference(real_rgb):
+    method = _trained_like()
+    calls = []
+    method.network.head.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.from_numpy(real_rgb)[None]
+    with_head = method.restore(x)
+    assert not calls
+    with torch.no_grad():
+        for p in method.network.head.parameters():
+            p.mul_(-3.0)
+    assert torch.equal(method.restore(x), with_head)
+    method.network.head = None
+    assert torch.equal(method.restore(x), with_head)
+
+
+def test_l1_config_has_no_head_and_trains_with_l1():
+    method = _trained_like({"loss": "l1"})
+    assert method.network.head is None
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    loss = method.training_step(TrainBatch(x, y, ("noise", "sr")), 0)["main"]
+    assert torch.allclose(loss, (method.network(x) - y).abs().mean())
+
+
+def test_shipped_weights_leave_out_the_head_and_round_trip(tmp_path, real_rgb):
+    method = _trained_like()
+    state = method.state_dict()
+    assert state and not any(k.startswith("head.") for k in state)
+    assert any(k.startswith("head.") for k in method.network.state_dict())  # training checkpoints keep it
+    path = save_weights(tmp_path / "tur.safetensors", state, method.metadata())
+    loaded = TUR.from_weights(path)
+    x = torch.from_numpy(real_rgb)[None]
+    assert loaded.config == method.config
+    assert torch.equal(loaded.restore(x), method.restore(x))
+    # a file with the head loads too; one with half the head does not
+    loaded.load_state_dict(method.network.state_dict())
+    for name, tensor in method.network.head.state_dict().items():
+        assert torch.equal(loaded.network.head.state_dict()[name], tensor)
+    partial = dict(method.network.state_dict())
+    partial.pop("head.0.weight")
+    with pytest.raises(WeightsError, match="head.0.weight"):
+        loaded.load_state_dict(partial)
+    missing = dict(state)
+    missing.pop(next(iter(missing)))
+    with pytest.raises(WeightsError, match="missing"):
+        loaded.load_state_dict(missing)
+
+
+def test_promptir_round_trip_and_shapes(tmp_path):
+    method = _trained_like(TINY_PROMPTIR)
+    x = torch.rand(1, 3, 30, 44)  # padded to multiples of 8 by the tiler
+    y = method.restore(x)
+    assert y.shape == x.shape
+    path = save_weights(tmp_path / "p.safetensors", method.state_dict(), method.metadata())
+    assert torch.equal(TUR.from_weights(path).restore(x), y)
+
+
+def test_promptir_trains_a_few_steps():
+    torch.manual_seed(0)
+    method = TUR.from_config(TINY_PROMPTIR)
+    method.train(True)
+    opt = torch.optim.Adam([p for ps in method.parameter_groups().values() for p in ps], lr=2e-3)
+    x = torch.rand(4, 3, 16, 16)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    losses = []
+    for step in range(8):
+        loss = method.training_step(TrainBatch(y, x, ("noise", "noise", "rain", "rain")), step)["main"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_paper_promptir_configuration_builds():
+    net = build_backbone(TUR.Config(backbone="promptir"))
+    assert net.feature_channels == 96
+    assert 30e6 < sum(p.numel() for p in net.parameters()) < 40e6  # PromptIR reports 35.59 M
+
+
+def test_any_backbone_plugs_in():
+    class Tiny(torch.nn.Module):
+        feature_channels, out_channels = 5, 3
+
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.Conv2d(5, 3, 1)
+
+        def forward_features(self, x):
+            f = self.a(x)
+            return f, x + self.b(f)
+
+        def forward(self, x):
+            return self.forward_features(x)[1]
+
+    net = TURNetwork(Tiny())
+    image, u = net.forward_train(torch.rand(2, 3, 8, 8))
+    loss = uncertainty_loss(image, torch.rand_like(image), u, ("a", "b"))
+    loss.backward()
+    assert net.head[0].weight.grad is not None and net.backbone.a.weight.grad is not None
+
+
+def test_tiling_is_close_with_enough_overlap():
+    """Every op is local (no global pooling), so overlapping tiles agree with the whole image."""
+    method = _trained_like()
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 160, 168)
+    whole = method.restore(x)
+    tiles = method.restore(x, tile=128, tile_overlap=96)
+    assert float((tiles - whole).abs().max()) < 1e-4
+
+
+def test_grey_input_and_the_task_knob(real_grey):
+    method = _trained_like()
+    x = torch.from_numpy(real_grey)[None]
+    y = method.restore(x, task="noise")
+    assert y.shape == x.shape
+    assert torch.equal(y, method.restore(x))  # blind: the task only picks weights
+    with pytest.raises(Exception, match="auto"):
+        method.restore(x, task="snow")
+
+
+def test_nafnet_starts_as_the_identity():
+    net = NAFNetLite()
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(net(x), x)
+
+
+def test_registry_and_default_weights():
+    assert get_method("tur") is TUR
+    from irc.weights import default_entry
+
+    entry = default_entry("tur", None)
+    if entry is None:
+        pytest.skip("no shipped TUR weights in the manifest")
+    for task in ("auto", *TASKS):
+        assert TUR.default_weights(task) == entry.name
+    assert TUR.default_weights(None) == entry.name
+
+
+@pytest.mark.parametrize("name", ["tur-nafnet-mio7", "tur-nafnet-mio7-l1", "tur-promptir-three"])
+def test_recipes_load(name):
+    from pathlib import Path
+
+    from irc.recipes import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml")
+    assert recipe.method == "tur"
+    TUR.from_config(recipe.config) if recipe.config["backbone"] == "nafnet" else TUR.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.config.items()})
+
+
+def test_baseline_recipe_differs_only_in_the_loss():
+    from pathlib import Path
+
+    from irc.recipes import load_recipe, recipe_to_dict
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    tur, l1 = (recipe_to_dict(load_recipe(root / f"{n}.toml")) for n in ("tur-nafnet-mio7", "tur-nafnet-mio7-l1"))
+    for d in (tur, l1):
+        d.pop("description"), d["export"].pop("name"), d["config"].pop("loss")
+    assert tur == l1
