@@ -19,9 +19,9 @@ from irc import __version__
 from irc.errors import IrcError, UsageError
 from irc.methods import REGISTRY
 
-# `irc restore photo.jpg` with no --method. Until a learned default ships, the honest choice is
-# the classical bicubic baseline; the TUR all-in-one model replaces it when its weights land.
-DEFAULT_METHOD = "bicubic"
+# `irc restore photo.jpg` with no --method: the TUR all-in-one model (blind, seven degradations)
+# with its shipped weights, weights/tur/tur-nafnet-mio7.safetensors (see its model card).
+DEFAULT_METHOD = "tur"
 
 app = typer.Typer(
     name="irc",

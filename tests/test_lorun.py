@@ -9,9 +9,16 @@ import torch
 from irc.errors import UsageError
 from irc.methods.base import TrainBatch
 from irc.methods.lorun import LoRun, load_cs_measurement, save_cs_measurement
-from irc.nn.lora import LoRAConv2d, LoRALinear, adaptive_rank, base_parameters, lora_parameters, set_stage
+from irc.nn.lora import (
+    LoRAConv2d,
+    LoRALinear,
+    adaptive_rank,
+    base_parameters,
+    lora_parameters,
+    set_stage,
+)
 
-TINY = dict(channels=4, mid_blocks=1, stages=3)
+TINY = {"channels": 4, "mid_blocks": 1, "stages": 3}
 
 
 def tiny(**overrides) -> LoRun:
@@ -164,7 +171,7 @@ def test_phase2_trains_only_lora_rho_and_matrix_and_keeps_the_base_bit_identical
 
 
 def test_phase1_and_block_train_everything():
-    for cfg in (dict(phase=1, stages=1), dict(variant="block", stages=2)):
+    for cfg in ({"phase": 1, "stages": 1}, {"variant": "block", "stages": 2}):
         m = tiny(**cfg)
         assert len(m.parameter_groups()["main"]) == len(list(m.network.parameters()))
 
@@ -286,7 +293,7 @@ def test_cli_restore_simulates_cs_and_checks_the_ratio(tmp_path, capsys):
 
     from irc.cli import main
 
-    m, weights = _tiny_weights(tmp_path, ratio=0.25)
+    _, weights = _tiny_weights(tmp_path, ratio=0.25)
     img = tmp_path / "img.png"
     Image.fromarray((np.random.default_rng(0).random((40, 50)) * 255).astype(np.uint8)).save(img)
     code = main(["restore", "--method", "lorun", "--weights", str(weights), "--task", "cs", "--ratio", "0.25", "-o", str(tmp_path / "out"), "-q", str(img)])
@@ -344,3 +351,56 @@ def test_cassi_eval_on_a_synthetic_cube(tmp_path, cassi_mask):
     result = evaluate(Run(label="lorun", method=m, knobs={}, weights=None), bench)
     assert len(result.rows) == 2 and {"psnr", "ssim", "sam"} <= set(result.rows[0])
     assert "sam" in result.summary
+
+
+def test_sr_eval_protocol_passes_the_kernel():
+    """set5 with a USRNet kernel: the protocol's kernel reaches the method's kernel option."""
+    from irc.data.benchmarks import open_benchmark
+    from irc.errors import IrcError
+    from irc.evaluate import Run, evaluate, protocol_knobs
+
+    try:
+        bench = open_benchmark("set5", scale=2, kernel=5, limit=1)
+    except IrcError:
+        pytest.skip("set5 is not under the data root")
+    m = tiny(task="sr", scale=2)
+    assert protocol_knobs(m, bench.protocol, {})["kernel"] == 5
+    result = evaluate(Run(label="lorun", method=m, knobs={}, weights=None), bench)
+    assert len(result.rows) == 1 and result.rows[0]["psnr"] > 10
+
+
+def test_stage_gates_start_stages_after_the_first_near_the_identity(tmp_path):
+    from irc.weights import save_weights
+
+    base = tiny(phase=1, stages=1)
+    with torch.no_grad():
+        for p in base.network.denoiser.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_weights(tmp_path / "base.safetensors", base.state_dict(), base.metadata())
+    gated = tiny(phase=2, stages=3, gate_init=0.0, init_from=str(path))
+    z = torch.rand(1, 1, 33, 33)
+    assert torch.equal(gated.network.denoise(z, 0), base.network.denoise(z, 0))
+    assert torch.equal(gated.network.denoise(z, 2), z)
+    assert any(p is gated.network.gate_raw for p in gated.parameter_groups()["main"])
+    assert not hasattr(tiny().network, "gate_raw")  # the paper's network has no gates
+
+
+def test_cs_block_aligned_tiles_for_large_images():
+    m = tiny(ratio=0.25, stages=2)
+    x = torch.rand(1, 1, 150, 170)
+    whole = m.restore(x)
+    tiled = m.restore(x, tile=99, tile_overlap=33)
+    assert tiled.shape == whole.shape == x.shape
+    # an untrained, non-identity network: tiles agree with the whole image away from borders
+    assert (tiled - whole).abs().mean() < 0.05
+
+
+def test_sampling_matrix_and_measure_cs(tmp_path):
+    m = tiny(ratio=0.1)
+    phi = m.sampling_matrix()
+    assert phi.shape == (109, 33 * 33)
+    x = torch.rand(1, 1, 33, 33)
+    path = m.measure_cs(x, tmp_path / "y.safetensors")
+    y, size, _ = load_cs_measurement(path)
+    assert size == (33, 33)
+    assert torch.allclose(y[:, 0, 0], phi @ x.reshape(-1), atol=1e-5)

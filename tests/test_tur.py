@@ -291,3 +291,25 @@ def test_baseline_recipe_differs_only_in_the_loss():
     for d in (tur, l1):
         d.pop("description"), d["export"].pop("name"), d["config"].pop("loss")
     assert tur == l1
+
+
+def test_cli_restore_defaults_to_tur_and_task_only_picks_weights(tmp_path, capsys):
+    """`irc restore photo` (no --method) runs the shipped TUR model; --task noise gives the same image."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from irc.cli import DEFAULT_METHOD, main
+    from irc.weights import default_entry
+
+    if default_entry("tur", None) is None:
+        pytest.skip("no shipped TUR weights in the manifest")
+    assert DEFAULT_METHOD == "tur"
+    src = Path(__file__).resolve().parents[1] / "examples" / "chelsea.png"
+    assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "a")]) == 0
+    assert main(["restore", "-m", "tur", "--task", "noise", "--device", "cpu", str(src), "-o", str(tmp_path / "b")]) == 0
+    a = np.asarray(Image.open(tmp_path / "a" / "chelsea_tur.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "chelsea_tur.png"))
+    assert a.shape == np.asarray(Image.open(src).convert("RGB")).shape and np.array_equal(a, b)
+    capsys.readouterr()

@@ -94,11 +94,19 @@ def file_server(tmp_path):
 
 
 # --------------------------------------------------------------------------- manifest
-def test_shipped_manifest_is_valid_and_empty(monkeypatch):
+def test_shipped_manifest_is_valid_and_its_files_match(monkeypatch):
+    """Every shipped file exists and has its sha256; every card exists."""
     monkeypatch.delenv("IRC_WEIGHTS_DIR", raising=False)
     assert weights_dir() == REPO / "weights"
-    assert load_manifest(REPO / "weights" / "manifest.toml") == []
-    assert load_manifest() == []
+    entries = load_manifest(REPO / "weights" / "manifest.toml")
+    assert [e.name for e in load_manifest()] == [e.name for e in entries]
+    for entry in entries:
+        if entry.file:
+            path = REPO / "weights" / entry.file
+            assert path.is_file(), entry.name
+            assert dl.sha256_file(path) == entry.sha256, entry.name
+        if entry.card:
+            assert (REPO / "weights" / entry.card).is_file(), entry.name
 
 
 def test_weights_dir_env(monkeypatch, tmp_path):

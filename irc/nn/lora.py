@@ -28,12 +28,11 @@ Conventions (METHODS.md section 2.3, item 4):
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
-import torch
 from torch import Tensor, nn
 
-__all__ = ["LoRAConv2d", "LoRALinear", "adaptive_rank", "set_stage", "lora_parameters", "base_parameters", "lora_modules"]
+__all__ = ["LoRAConv2d", "LoRALinear", "adaptive_rank", "base_parameters", "lora_modules", "lora_parameters", "set_stage"]
 
 
 def adaptive_rank(c_in: int, c_out: int, gamma: float = 10.0) -> int:

@@ -21,8 +21,9 @@ plus a log penalty, so tasks the network finds hard stop dominating the shared w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +141,19 @@ class TUR(Method):
             )
 
     # ----------------------------------------------------------------- inference
+    # The U-Net's receptive field reaches about 40 pixels; the linear blend of irc.tiling is
+    # exact when the overlap is about twice that. TileSpec.min_overlap stays small so that small
+    # tiles remain possible; tiles of 256 pixels or more default to this overlap instead
+    # (measured on examples/chelsea.png, 256-pixel tiles: overlap 24 -> max error 4.8/255,
+    # overlap 64 -> 1.3/255 against the untiled output).
+    large_tile_overlap: ClassVar[int] = 64
+
+    @torch.no_grad()
+    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
+        if tile_overlap is None and tile != "auto" and int(tile) >= 4 * self.large_tile_overlap:
+            tile_overlap = self.large_tile_overlap
+        return super().restore(x, tile=tile, tile_overlap=tile_overlap, **knobs)
+
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
         grey = x.shape[1] == 1
         if grey:

@@ -8,7 +8,7 @@ Used only by the training loss; inference never runs it.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 
 class UncertaintyHead(nn.Sequential):
@@ -24,5 +24,3 @@ class UncertaintyHead(nn.Sequential):
             nn.Softplus(),
         )
 
-    def forward(self, features: Tensor) -> Tensor:  # noqa: D102 - typed for readers
-        return super().forward(features)

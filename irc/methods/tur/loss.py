@@ -16,7 +16,7 @@ the task's samples *before* dividing, as the reference code does (§4.6). Lists 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
