@@ -204,12 +204,10 @@ class ExportSpec:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A resolved training recipe; see the module docstring for the TOML layout."""
+class _TopLevel:
+    """The plain (non-table) fields of :class:`Recipe`, built with the same type checks."""
 
     method: str
-    config: dict = field(default_factory=dict)
-    data: DataSpec = DataSpec()
     steps: int = 1000
     batch: int = 16
     grad_accum: int = 1
@@ -218,12 +216,24 @@ class Recipe:
     clip_grad: float | None = None
     log_every: int = 100
     max_nonfinite: int = 20
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe(_TopLevel):
+    """A resolved training recipe; see the module docstring for the TOML layout.
+
+    The plain values come from :class:`_TopLevel` (one place for their types and defaults); the
+    tables are added here.
+    """
+
+    config: dict = field(default_factory=dict)
+    data: DataSpec = DataSpec()
     ema: EMASpec = EMASpec()
     optimizers: dict = field(default_factory=lambda: {"default": OptimSpec()})
     checkpoint: CkptSpec = CkptSpec()
     validation: ValSpec = ValSpec()
     export: ExportSpec = ExportSpec()
-    description: str = ""
 
     def optimizer(self, group: str) -> OptimSpec:
         """The optimiser spec of loss group ``group`` (its own table, else ``default``)."""
@@ -469,22 +479,6 @@ def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str
     )
     _check_ranges(recipe)
     return recipe
-
-
-@dataclass(frozen=True)
-class _TopLevel:
-    """The plain (non-table) fields of :class:`Recipe`, built with the same type checks."""
-
-    method: str
-    steps: int = 1000
-    batch: int = 16
-    grad_accum: int = 1
-    seed: int = 0
-    mixed_precision: MixedPrecision = "no"
-    clip_grad: float | None = None
-    log_every: int = 100
-    max_nonfinite: int = 20
-    description: str = ""
 
 
 def _check_ranges(recipe: Recipe) -> None:

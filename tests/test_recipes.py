@@ -112,7 +112,7 @@ def test_unknown_keys_list_the_valid_ones(tmp_path, override, listed):
 def test_unknown_keys_in_the_file(tmp_path):
     with pytest.raises(UsageError, match="unknown key in the \\[data\\] table of the recipe 'size'; valid: train"):
         load_recipe(write(tmp_path, 'method = "tiny"\n[data]\nsize = 3\n'))
-    with pytest.raises(UsageError, match="'colour'; valid: method, config, data, steps"):
+    with pytest.raises(UsageError, match="'colour'; valid: method, steps, batch, grad_accum"):
         load_recipe(write(tmp_path, 'method = "tiny"\ncolour = true\n'))
     with pytest.raises(UsageError, match="unknown config key of tiny 'depth'; valid: width"):
         load_recipe(write(tmp_path, 'method = "tiny"\n[config]\ndepth = 3\n'))
