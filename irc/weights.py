@@ -377,16 +377,8 @@ def _resolve_entry(
     if entry.file:
         shipped = weights_dir() / entry.file
         if shipped.is_file():
-            if not verify:
-                return ResolvedWeights(shipped, entry, entry.sha256)
-            got = sha256_file(shipped)
-            if got != entry.sha256:
-                raise WeightsError(
-                    f"weights {entry.name!r} at {shipped} are corrupt or modified: sha256 {got}, "
-                    f"manifest says {entry.sha256}; restore the file (reinstall irc or git checkout)"
-                    + (f" or download {source} there" if source else "")
-                )
-            return ResolvedWeights(shipped, entry, got)
+            hint = "restore the file (reinstall irc or git checkout)" + (f" or download {source} there" if source else "")
+            return _verified(shipped, entry, verify, hint)
         if source is None:
             raise WeightsError(
                 f"shipped weights {entry.name!r} are missing: expected {shipped} (sha256 {entry.sha256}); "
@@ -405,6 +397,19 @@ def _resolve_entry(
     # re-fetches a cached file that went bad.
     download(source, dest, sha256=entry.sha256, offline=offline)
     return ResolvedWeights(dest, entry, entry.sha256)
+
+
+def _verified(path: Path, entry: WeightsEntry, verify: bool, hint: str = "") -> ResolvedWeights:
+    """``path`` as the file of ``entry``, its sha256 checked against the manifest unless ``verify`` is off."""
+    if not verify:
+        return ResolvedWeights(path, entry, entry.sha256)
+    got = sha256_file(path)
+    if got != entry.sha256:
+        raise WeightsError(
+            f"weights {entry.name!r} at {path} are corrupt or modified: sha256 {got}, manifest says {entry.sha256}"
+            + (f"; {hint}" if hint else "")
+        )
+    return ResolvedWeights(path, entry, got)
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -530,14 +535,7 @@ def _resolve_local(path: Path, manifest: list[WeightsEntry], *, method: str | No
     entry = _match_local(path, None, manifest)
     if entry is not None:
         _check_method(entry, path, method)
-        if not verify:
-            return ResolvedWeights(path, entry, entry.sha256)
-        got = sha256_file(path)
-        if got != entry.sha256:
-            raise WeightsError(
-                f"weights {entry.name!r} at {path} are corrupt or modified: sha256 {got}, manifest says {entry.sha256}"
-            )
-        return ResolvedWeights(path, entry, got)
+        return _verified(path, entry, verify)
     got = sha256_file(path)
     # A user's copy of known weights (same bytes, other place) is still those weights.
     entry = _match_local(path, got, manifest) if manifest else None
