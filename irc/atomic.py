@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Iterator
@@ -90,8 +91,11 @@ def remove_stale_temporaries(target: str | os.PathLike) -> int:
     target = Path(target)
     removed = 0
     if target.parent.is_dir():
-        for stale in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-                removed += 1
+        # exact names only: ".<name>.<8 hex digits>.tmp" (glob would read [ ] in names as patterns)
+        pattern = re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
+        for stale in target.parent.iterdir():
+            if pattern.match(stale.name):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    removed += 1
     return removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,16 +37,21 @@ class InputItem:
         path: the file to read.
         relative_dir: directory of the file relative to the directory argument it was found
             under (``""`` for plain files); ``--recursive`` outputs mirror it.
+        explicit: named on the command line or on stdin, rather than found in a directory or
+            by a glob (see :func:`plan_batch`).
     """
 
     path: Path
     relative_dir: str = ""
+    explicit: bool = True
 
 
 @dataclass
 class ExpandedInputs:
+    """Images found, and ``(argument, reason)`` for each argument that yielded none."""
+
     items: list[InputItem] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _image_files(directory: Path, recursive: bool) -> Iterable[Path]:
@@ -67,13 +73,19 @@ def expand_inputs(inputs: list[str], *, recursive: bool = False, stdin: TextIO |
     result = ExpandedInputs()
     seen: set[Path] = set()
 
-    def add(path: Path, relative_dir: str = "") -> None:
+    def add(path: Path, relative_dir: str = "", explicit: bool = False) -> None:
         key = path.resolve()
         if key not in seen:
             seen.add(key)
-            result.items.append(InputItem(path, relative_dir))
+            result.items.append(InputItem(path, relative_dir, explicit))
 
     def expand_one(arg: str) -> None:
+        try:
+            expand_path(arg)
+        except OSError as err:  # a name too long, a permission denied: this argument fails, not the batch
+            result.missing.append((arg, err.strerror or str(err)))
+
+    def expand_path(arg: str) -> None:
         path = Path(arg).expanduser()
         if path.is_dir():
             found = _image_files(path, recursive)
@@ -81,18 +93,18 @@ def expand_inputs(inputs: list[str], *, recursive: bool = False, stdin: TextIO |
                 rel = file.parent.relative_to(path).as_posix() if recursive else ""
                 add(file, "" if rel == "." else rel)
             if not found:
-                result.missing.append(f"{arg} (no images with suffix {', '.join(SUPPORTED_SUFFIXES)})")
+                result.missing.append((arg, f"no images with suffix {', '.join(SUPPORTED_SUFFIXES)}"))
         elif path.exists():
-            add(path)
+            add(path, explicit=True)
         elif _GLOB_CHARS & set(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
             files = [m for m in matches if m.is_file() and is_image_path(m)]
             for m in files:
                 add(m)
             if not files:
-                result.missing.append(f"{arg} (no matching images)")
+                result.missing.append((arg, "no matching images"))
         else:
-            result.missing.append(f"{arg} (no such file or directory)")
+            result.missing.append((arg, "no such file or directory"))
 
     for arg in inputs:
         if arg == "-":
@@ -117,20 +129,78 @@ def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fiel
         ext: output suffix without dot (``None``: the input's).
 
     Raises:
-        UsageError: for an unknown template field.
-        IrcError: when the output would be the input file itself.
+        UsageError: for a template that fails (unknown field, bad format spec, no file name) or
+            an ``ext`` that cannot be written. Overwriting inputs is checked by
+            :func:`plan_batch`, which sees the whole batch.
     """
     suffix = (ext or item.path.suffix.lstrip(".")).lower()
+    if f".{suffix}" not in SUPPORTED_SUFFIXES:
+        if ext:
+            raise UsageError(f"--ext {ext!r}: cannot write that format; choose one of {', '.join(s.lstrip('.') for s in SUPPORTED_SUFFIXES)}")
+        suffix = "png"  # readable but not writable (gif, pgm, ...): write PNG, which keeps everything
     values = {"stem": item.path.stem, "name": item.path.name, "ext": suffix, **fields}
     try:
         name = template.format(**values)
-    except (KeyError, IndexError, ValueError) as err:
-        raise UsageError(f"--name-template {template!r}: unknown field {err}; available: {', '.join('{' + k + '}' for k in values)}") from None
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise UsageError(f"--name-template {template!r}: {type(err).__name__} {err}; fields: {', '.join('{' + k + '}' for k in values)}") from None
+    if not name.strip() or name.endswith(("/", "\\")) or not Path(name).name.strip("."):
+        raise UsageError(f"--name-template {template!r} gives no file name for {item.path.name}")
     base = (output_dir / item.relative_dir) if output_dir is not None else item.path.parent
-    out = base / name
-    if out.resolve() == item.path.resolve():
-        raise IrcError(f"{item.path}: output would overwrite the input; choose another --output or --name-template")
-    return out
+    return base / name
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+@dataclass
+class Job:
+    """One planned unit of work: an input and the output it will produce."""
+
+    item: InputItem
+    output: Path
+
+
+def plan_batch(items: list[InputItem], plan: Callable[[InputItem], Path]) -> tuple[list[Job], list[tuple[str, str]], int]:
+    """Plan every output before any work, so that a batch never destroys anything.
+
+    * An input found in a directory or by a glob that is the planned output of another input is
+      a previous run's result: it is dropped, so rerunning a batch finishes it instead of
+      restoring its own outputs.
+    * An output that would land on an input named explicitly, or on its own input, fails that
+      item: inputs are never overwritten.
+    * Two inputs planned onto the same output: the later one fails (nothing is silently lost).
+
+    Returns:
+        ``(jobs, failures, dropped)`` with failures as ``(input, message)``.
+
+    Raises:
+        UsageError: a name template or output format that cannot work for any file.
+    """
+    outputs = {id(item): plan(item) for item in items}
+    output_keys = {out.resolve(): item for item in items for out in [outputs[id(item)]]}
+    kept = [item for item in items if item.explicit or output_keys.get(item.path.resolve(), item) is item]
+    dropped = len(items) - len(kept)
+    protected = [item.path for item in kept]
+    protected_keys = {p.resolve() for p in protected}
+    jobs: list[Job] = []
+    failures: list[tuple[str, str]] = []
+    claimed: dict[Path, Path] = {}
+    for item in kept:
+        out = outputs[id(item)]
+        key = out.resolve()
+        if key in protected_keys or any(_same_file(out, p) for p in protected if out.name.lower() == p.name.lower()):
+            victim = "the input itself" if _same_file(out, item.path) or key == item.path.resolve() else "another input of this batch"
+            failures.append((str(item.path), f"{item.path}: output {out} would overwrite {victim}; choose another --output or --name-template"))
+        elif key in claimed:
+            failures.append((str(item.path), f"{item.path}: output {out} is already produced by {claimed[key]} in this batch; use --name-template with {{name}} or --recursive"))
+        else:
+            claimed[key] = item.path
+            jobs.append(Job(item, out))
+    return jobs, failures, dropped
 
 
 @dataclass
@@ -147,60 +217,57 @@ class BatchReport:
 
 
 def run_batch(
-    items: list[InputItem],
-    process: Callable[[InputItem], dict[str, Any]],
+    jobs: list[Job],
+    process: Callable[[Job], dict[str, Any]],
     *,
-    plan: Callable[[InputItem], Path],
     overwrite: bool = False,
     jsonl: TextIO | None = None,
     progress: bool | None = None,
     description: str = "restoring",
-    known_failures: Iterable[str] = (),
+    known_failures: Iterable[tuple[str, str]] = (),
 ) -> BatchReport:
-    """Run ``process`` over ``items``, never stopping on a bad file.
+    """Run ``process`` over planned ``jobs`` (see :func:`plan_batch`), never stopping on a bad file.
 
     Args:
-        process: called as ``process(item)`` when the item's output does not exist yet (or
+        process: called as ``process(job)`` when the job's output does not exist yet (or
             ``overwrite``); it writes the output and returns extra fields for the JSONL record.
-            An :class:`IrcError` (or any ``Exception``) marks the item failed.
-        plan: the output path of an item (see :func:`plan_output`).
-        jsonl: stream for one JSON object per item (``status`` is ``done``, ``skipped`` or
+            An :class:`IrcError` (or any ``Exception``) marks the job failed.
+        jsonl: stream for one JSON object per input (``status`` is ``done``, ``skipped`` or
             ``failed``).
         progress: show a progress bar on stderr; default: only when stderr is a terminal.
-        known_failures: inputs that already failed during expansion (missing paths).
+        known_failures: ``(input, message)`` pairs that failed before processing (missing
+            paths, planning conflicts); reported first.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     report = BatchReport()
-    console = Console(stderr=True)
-    for failure in known_failures:
-        report.failures.append((failure, "input not found"))
-        _emit(jsonl, {"input": failure, "status": "failed", "error": "input not found"})
+    console = Console(stderr=True, emoji=False)
+    for path, message in known_failures:
+        report.failures.append((path, message))
+        _emit(jsonl, {"input": path, "status": "failed", "error": message})
     show = console.is_terminal if progress is None else progress
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not show, transient=False) as bar:
-        task = bar.add_task(description, total=len(items))
-        for item in items:
-            record: dict[str, Any] = {"input": str(item.path)}
+        task = bar.add_task(description, total=len(jobs))
+        for job in jobs:
+            record: dict[str, Any] = {"input": str(job.item.path), "output": str(job.output)}
             try:
-                out = plan(item)
-                record["output"] = str(out)
-                if out.exists() and not overwrite:
+                if job.output.exists() and not overwrite:
                     record["status"] = "skipped"
                     report.skipped += 1
                 else:
                     start = time.perf_counter()
-                    record.update(process(item))
+                    record.update(process(job))
                     record["seconds"] = round(time.perf_counter() - start, 4)
                     record["status"] = "done"
                     report.done += 1
             except KeyboardInterrupt:
                 raise
             except IrcError as err:
-                _fail(report, record, item, str(err))
+                _fail(report, record, job.item, str(err))
             except Exception as err:  # a decoder or a method failing on one file must not end the batch
-                _fail(report, record, item, f"{item.path}: {type(err).__name__}: {err}".splitlines()[0])
+                _fail(report, record, job.item, f"{job.item.path}: {type(err).__name__}: {err}".splitlines()[0])
             _emit(jsonl, record)
             bar.advance(task)
     return report
@@ -218,14 +285,16 @@ def _emit(stream: TextIO | None, record: dict[str, Any]) -> None:
         stream.flush()
 
 
-def print_summary(report: BatchReport, *, console=None, verb: str = "restored") -> None:
-    """One summary line on stderr, then every failure on its own line."""
+def print_summary(report: BatchReport, *, console=None, verb: str = "restored", quiet: bool = False) -> None:
+    """One summary line on stderr (not when ``quiet``), then every failure on its own line."""
     from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console(stderr=True, soft_wrap=True)
-    console.print(f"{report.done} {verb}, {report.skipped} skipped (exist; --overwrite to redo), {len(report.failures)} failed")
+    console = console or Console(stderr=True, soft_wrap=True, emoji=False)
     for path, message in report.failures:
         text = message if message.startswith(path) else f"{path}: {message}"
         console.print(f"[red]failed[/red] {escape(text)}")
+    if quiet:
+        return
+    console.print(f"{report.done} {verb}, {report.skipped} skipped (exist; --overwrite to redo), {len(report.failures)} failed")
 

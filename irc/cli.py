@@ -73,7 +73,7 @@ def _err_console():
     from rich.console import Console
 
     # soft_wrap: an error stays on one line, whatever the terminal width (scripts grep for it)
-    return Console(stderr=True, soft_wrap=True)
+    return Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def _parse_tile(text: str) -> int | str:
@@ -88,7 +88,7 @@ def _parse_tile(text: str) -> int | str:
 def _parse_options(items: list[str] | None) -> dict[str, str]:
     from irc.config import parse_set_options
 
-    return {k.replace("-", "_"): v for k, v in parse_set_options(items).items()}
+    return {k.replace("-", "_"): v for k, v in parse_set_options(items, flag="--option").items()}
 
 
 # ----------------------------------------------------------------------------- restore
@@ -423,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err_console().print("interrupted")
         return 130
+    except OSError as err:  # an unwritable output folder, a full disk: one line, not a traceback
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        _err_console().print(f"error: {where}{err.strerror or err}", markup=False, highlight=False)
+        return 1
     except Exception as err:
         # click's usage errors (typer may vendor its own click, hence no isinstance check)
         if hasattr(err, "show") and isinstance(getattr(err, "exit_code", None), int):

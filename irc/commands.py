@@ -7,6 +7,7 @@ that they stay free of presentation.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,18 @@ from rich.table import Table
 
 from irc.errors import UsageError
 from irc.restore import load_method
+
+
+def _probe_writable_dir(path: Path) -> None:
+    """Create ``path`` (a directory) now, or raise a one-line :class:`IrcError`."""
+    from irc.errors import IrcError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IrcError(f"{path}: cannot create the output folder ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise IrcError(f"{path}: the output folder is not writable")
 
 
 def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | None]]:
@@ -39,6 +52,8 @@ def run_eval(
     from irc.data.benchmarks import open_benchmark
     from irc.evaluate import Run, evaluate, json_safe, write_results
 
+    out_dir = output or Path("eval-results") / dataset
+    _probe_writable_dir(out_dir)  # fail before hours of evaluation, not after
     bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit)
     runs = []
     pairs = _pair_runs(methods, weights)
@@ -51,16 +66,14 @@ def run_eval(
     if len(set(labels)) != len(labels):
         raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, emoji=False)
     results = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
         for run in runs:
             task_id = bar.add_task(f"{run.label} on {bench.name}", total=len(bench))
             results.append(evaluate(run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id)))
-
-    out_dir = output or Path("eval-results") / bench.name
-    written = write_results(results, out_dir)
+            written = write_results(results, out_dir)  # after every run: a later failure keeps these
     summaries = [r.summary for r in results]
     if as_json:
         print(json.dumps(json_safe(summaries), indent=2))
@@ -72,7 +85,7 @@ def run_eval(
             table.add_column(column, justify="left" if column == "method" else "right")
         for s in summaries:
             table.add_row(s["label"], f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['seconds_per_image']:.3f}")
-        Console().print(table)
+        Console(emoji=False).print(table)
     if not quiet:
         err.print(f"results: {', '.join(str(p) for p in written)}")
     return 0
@@ -104,6 +117,10 @@ def run_bench_command(
             raise UsageError(f"--tiles {tiles!r}: expected comma-separated sizes, 0 or auto")
     if not size_list or min(size_list) < 8:
         raise UsageError("--sizes: give at least one size of 8 pixels or more")
+    if not tile_list:
+        raise UsageError("--tiles: give at least one tile setting (0 = none, N, auto)")
+    if output is not None:
+        _probe_writable_dir(output.parent)
     loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
     if channels not in loaded.input_channels:
         raise UsageError(f"{method} takes {' or '.join(map(str, loaded.input_channels))}-channel images, not {channels}")
@@ -125,5 +142,5 @@ def run_bench_command(
             "-" if r["peak_device_mib"] is None else f"{r['peak_device_mib']:.0f}", "-" if r["peak_host_mib"] is None else f"{r['peak_host_mib']:.0f}",
             "-" if r["flops_per_pixel"] is None else f"{r['flops_per_pixel']:.0f}", "-" if r["achieved_gflop_per_s"] is None else f"{r['achieved_gflop_per_s']:.2f}",
         )
-    Console().print(table)
+    Console(emoji=False).print(table)
     return 0

@@ -158,12 +158,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def parse_set_options(items: list[str] | None) -> dict[str, str]:
-    """Parse ``--set key=value`` options into a dict of raw strings (typed later)."""
+def parse_set_options(items: list[str] | None, flag: str = "--set") -> dict[str, str]:
+    """Parse ``--set key=value`` (or another ``flag``) options into raw strings (typed later)."""
     result: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value, got {item!r}")
+            raise UsageError(f"{flag} expects key=value, got {item!r}")
         result[key.strip()] = value.strip()
     return result

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irc.batch import expand_inputs, plan_output, print_summary, run_batch
+from irc.batch import expand_inputs, plan_batch, plan_output, print_summary, run_batch
 from irc.errors import UsageError
 
 
@@ -74,14 +74,6 @@ def run_restore(request: RestoreRequest) -> int:
         return _run_measurement(method, request, knobs)
 
     expanded = expand_inputs(request.inputs, recursive=request.recursive)
-    items = expanded.items
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.num_processes > 1:
-        with state.split_between_processes(items) as share:
-            items = list(share)
-
     fields = {"method": method.name, **{k: v for k, v in knobs.items() if isinstance(v, (int, float, str))}}
     fields.setdefault("scale", "")
     fields.setdefault("task", "")
@@ -89,26 +81,39 @@ def run_restore(request: RestoreRequest) -> int:
     def plan(item):
         return plan_output(item, output_dir=request.output, template=request.name_template, fields=fields, ext=request.ext)
 
-    def process(item) -> dict[str, Any]:
-        image = read_image(item.path)
+    # Planned on the whole batch, identically in every process, before any work: a template
+    # error is a usage error, and no output may land on an input or on another output.
+    jobs, conflicts, dropped = plan_batch(expanded.items, plan)
+    if not jobs and not conflicts and not expanded.missing and not dropped:
+        raise UsageError("no input images given (files, directories, globs, or - for paths on stdin)")
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        with state.split_between_processes(jobs) as share:
+            jobs = list(share)
+
+    def process(job) -> dict[str, Any]:
+        image = read_image(job.item.path)
         restored = restore_image(method, image, tile=request.tile, tile_overlap=request.tile_overlap, **request.knobs)
-        out = plan(item)
-        remove_stale_temporaries(out)  # left by a killed earlier run; this process owns `out`
-        write_image(out, restored)
+        remove_stale_temporaries(job.output)  # left by a killed earlier run; this process owns the output
+        write_image(job.output, restored)
         return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height}
 
     report = run_batch(
-        items,
+        jobs,
         process,
-        plan=plan,
         overwrite=request.overwrite,
         jsonl=sys.stdout if request.jsonl else None,
         progress=False if request.quiet else None,
         description=f"{method.name}",
-        known_failures=expanded.missing if state.is_main_process else (),
+        known_failures=[*expanded.missing, *conflicts] if state.is_main_process else (),
     )
-    if not request.quiet:
-        print_summary(report)
+    print_summary(report, quiet=request.quiet)
+    if dropped and not request.quiet:
+        from rich.console import Console
+
+        Console(stderr=True, emoji=False).print(f"{dropped} input(s) ignored: they are outputs of this same batch")
     return report.exit_code
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from irc.batch import InputItem, expand_inputs, plan_output
+from irc.batch import InputItem, expand_inputs, plan_batch, plan_output
 from irc.cli import main
 from irc.errors import IrcError, UsageError
 
@@ -101,7 +101,7 @@ def test_globs_stdin_and_missing_inputs(tmp_path):
     assert [i.path for i in found.items] == [a, b] and not found.missing
     found = expand_inputs(["-", str(a)], stdin=io.StringIO(f"{b}\n\n{a}\n{tmp_path / 'gone.png'}\n"))
     assert [i.path for i in found.items] == [b, a]  # duplicates removed, order kept
-    assert len(found.missing) == 1 and "gone.png" in found.missing[0]
+    assert len(found.missing) == 1 and found.missing[0] == (str(tmp_path / "gone.png"), "no such file or directory")
 
 
 def test_missing_input_fails_the_run_but_not_the_batch(tmp_path, capsys):
@@ -116,10 +116,67 @@ def test_name_template_fields(tmp_path):
     item = InputItem(tmp_path / "x.jpg", "sub")
     out = plan_output(item, output_dir=tmp_path / "o", template="{method}/{stem}-x{scale}.{ext}", fields={"method": "bicubic", "scale": 4.0}, ext="png")
     assert out == tmp_path / "o" / "sub" / "bicubic" / "x-x4.0.png"
-    with pytest.raises(UsageError, match="unknown field"):
+    with pytest.raises(UsageError, match="KeyError 'nope'"):
         plan_output(item, output_dir=None, template="{nope}", fields={}, ext=None)
-    with pytest.raises(IrcError, match="overwrite the input"):
-        plan_output(InputItem(tmp_path / "x.jpg"), output_dir=None, template="{name}", fields={}, ext=None)
+    for bad in ("", "{stem.x}", "sub/"):
+        with pytest.raises(UsageError, match="--name-template"):
+            plan_output(item, output_dir=None, template=bad, fields={}, ext=None)
+    with pytest.raises(UsageError, match="--ext 'xyz'"):
+        plan_output(item, output_dir=None, template="{stem}.{ext}", fields={}, ext="xyz")
+    assert plan_output(InputItem(tmp_path / "x.gif"), output_dir=None, template="{stem}.{ext}", fields={}, ext=None).name == "x.png"
+
+
+def test_plan_batch_protects_inputs_and_outputs(tmp_path):
+    a_png, a_jpg, b_png = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"
+    for p in (a_png, a_jpg, b_png):
+        p.write_bytes(b"x")
+    items = [InputItem(a_jpg), InputItem(b_png), InputItem(a_png)]
+
+    def to_png(item):
+        return plan_output(item, output_dir=None, template="{stem}.{ext}", fields={}, ext="png")
+
+    jobs, failures, dropped = plan_batch(items, to_png)
+    # a.jpg -> a.png is an input of the batch; b.png -> itself; a.png -> itself: all refused
+    assert jobs == [] and dropped == 0
+    assert [f[0] for f in failures] == [str(a_jpg), str(b_png), str(a_png)]
+    assert "another input" in failures[0][1] and "the input itself" in failures[1][1]
+
+    out = tmp_path / "out"
+    jobs, failures, _ = plan_batch([InputItem(a_png), InputItem(a_jpg)], lambda i: plan_output(i, output_dir=out, template="{stem}.png", fields={}, ext=None))
+    assert [j.output for j in jobs] == [out / "a.png"]
+    assert "already produced by" in failures[0][1]
+
+    # a previous run's output found in the directory is not an input again; named explicitly, it is
+    jobs, failures, dropped = plan_batch([InputItem(b_png), InputItem(tmp_path / "b_m.png")], lambda i: plan_output(i, output_dir=None, template="{stem}_m.{ext}", fields={}, ext=None))
+    assert [j.item.path for j in jobs] == [tmp_path / "b_m.png"] and "another input" in failures[0][1] and dropped == 0
+    (tmp_path / "b_m.png").write_bytes(b"x")
+    items = [InputItem(b_png), InputItem(tmp_path / "b_m.png", explicit=False)]
+    jobs, failures, dropped = plan_batch(items, lambda i: plan_output(i, output_dir=None, template="{stem}_m.{ext}", fields={}, ext=None))
+    assert [j.item.path for j in jobs] == [b_png] and dropped == 1 and not failures
+
+
+def test_rerun_in_place_does_not_restore_its_own_outputs(tmp_path, capsys):
+    d = tmp_path / "d"
+    make_png(d / "a.png")
+    make_png(d / "b.png", seed=1)
+    assert main(["restore", "-m", "identity", str(d)]) == 0
+    assert main(["restore", "-m", "identity", str(d), "--jsonl"]) == 0
+    assert sorted(p.name for p in d.iterdir()) == ["a.png", "a_identity.png", "b.png", "b_identity.png"]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in records] == ["skipped", "skipped"]
+
+
+def test_template_errors_are_usage_errors(tmp_path, capsys):
+    src = make_png(tmp_path / "a.png")
+    assert main(["restore", "-m", "identity", str(src), "-o", str(tmp_path / "o"), "--name-template", "{stem.x}.png"]) == 2
+    assert main(["restore", "-m", "identity", str(src), "-o", str(tmp_path / "o"), "--ext", "xyz"]) == 2
+    assert "--name-template" in capsys.readouterr().err
+
+
+def test_empty_input_list_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["restore", "-m", "identity", "-"]) == 2
+    assert "no input images" in capsys.readouterr().err
 
 
 def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path, data_root):

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor
 
+from irc.errors import UsageError
 from irc.methods.base import Knob, Method
 from irc.operators.resize import imresize
 from irc.tiling import TileSpec
@@ -39,8 +41,9 @@ class Bicubic(Method):
     name = "bicubic"
     summary = "MATLAB-compatible bicubic resize (the classical super-resolution baseline)"
     tasks = ("sr",)
-    knobs = (Knob("scale", float, 4.0, "resize factor (output / input size), e.g. 2, 3, 4 or 0.5"),)
-    # The cubic kernel reaches 2 input pixels (4 when shrinking by 2): 8 px of overlap is exact.
+    knobs = (Knob("scale", float, 4.0, "resize factor (output / input size), from 1/64 to 64, e.g. 2, 3, 4 or 0.5"),)
+    # The cubic kernel reaches 2 input pixels when enlarging, 2/scale when shrinking (it is
+    # stretched for antialiasing): 8 px of overlap is exact for scale >= 1/2; restore() widens it.
     tile_spec = TileSpec(support="supported", min_overlap=8)
     needs_weights = False
     trainable = False
@@ -52,11 +55,18 @@ class Bicubic(Method):
     @classmethod
     def check_knobs(cls, knobs):
         values = super().check_knobs(knobs)
-        if not values["scale"] > 0:
-            from irc.errors import UsageError
-
-            raise UsageError(f"--scale must be positive, got {values['scale']}")
+        scale = values["scale"]
+        if not (math.isfinite(scale) and 1 / 64 <= scale <= 64):
+            raise UsageError(f"--scale must be between 1/64 and 64, got {scale}")
         return values
+
+    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
+        scale = float(self.check_knobs(knobs)["scale"])
+        if scale < 1:
+            # The antialiased kernel reaches 2/scale input pixels; the blend is exact when the reach
+            # is at most a quarter of the overlap (see irc.tiling), so widen the overlap to that.
+            tile_overlap = max(tile_overlap or 0, self.tile_spec.min_overlap, 4 * (math.ceil(2 / scale) + 1) + 4)
+        return super().restore(x, tile=tile, tile_overlap=tile_overlap, **knobs)
 
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
         return imresize(x, scale=float(knobs["scale"])).clamp(0, 1)
