@@ -683,15 +683,15 @@ def write_image(
         depth = 8
 
     alpha = image.alpha
+    pixels = image.pixels
     if alpha is not None and fmt not in _ALPHA_FORMATS:
-        warnings.warn(
-            f"{path.name}: {fmt} cannot store transparency; the alpha channel was dropped",
-            UserWarning,
-            stacklevel=2,
-        )
+        # Composite onto white, as a viewer shows a transparent image: merely dropping alpha
+        # would reveal whatever colour hides under fully transparent pixels.
+        warnings.warn(f"{path.name}: {fmt} cannot store transparency; alpha composited onto white", UserWarning, stacklevel=2)
+        pixels = pixels * alpha + (1.0 - alpha)
         alpha = None
 
-    samples = _quantise(image.pixels, depth).transpose(1, 2, 0)
+    samples = _quantise(pixels, depth).transpose(1, 2, 0)
     if alpha is not None:
         samples = np.concatenate([samples, _quantise(alpha, depth).transpose(1, 2, 0)], axis=-1)
     samples = np.ascontiguousarray(samples)

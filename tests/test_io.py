@@ -957,3 +957,15 @@ def test_grey_tiff_from_set11_round_trips(tmp_path):
     assert img.source_mode == "L" and img.pixels.shape == (1, 256, 256)
     again = read_image(write_image(tmp_path / "c.png", img))
     np.testing.assert_array_equal(again.pixels, img.pixels)
+
+
+def test_alpha_is_composited_onto_white_when_the_format_cannot_hold_it(tmp_path):
+    pixels = np.zeros((3, 4, 4), np.float32)
+    pixels[0] = 1.0  # red everywhere ...
+    alpha = np.ones((1, 4, 4), np.float32)
+    alpha[:, :, :2] = 0.0  # ... but the left half fully transparent
+    img = Image(pixels, alpha, 8, None, "RGBA", "PNG")
+    with pytest.warns(UserWarning, match="alpha composited onto white"):
+        out = read_image(write_image(tmp_path / "flat.bmp", img))
+    assert np.allclose(out.pixels[:, :, :2], 1.0)  # white where it was transparent
+    assert np.allclose(out.pixels[:, :, 2:], pixels[:, :, 2:])  # opaque red unchanged
