@@ -135,15 +135,23 @@ def _run_measurement(method, request: RestoreRequest, knobs: dict[str, Any]) -> 
     if not hasattr(method, "restore_measurement"):
         raise UsageError(f"method {method.name!r} does not reconstruct measurement files")
     src = Path(knobs["measurement"])
-    extra = {k: knobs[k] for k in ("stages", "mask") if k in knobs}
-    out = method.restore_measurement(src, **extra)[0]
     folder = request.output or src.parent
     stem = f"{src.stem}_{method.name}"
-    if out.shape[0] in (1, 3):
-        ext = request.ext or "png"
-        target = folder / f"{stem}.{ext}"
-        if target.exists() and not request.overwrite:
-            raise UsageError(f"{target} exists (use --overwrite)")
+    # spectral methods write a cube, the others an image; known from the config, so an existing
+    # output is skipped before the (long) reconstruction, as in image mode
+    spectral = getattr(method.config, "task", None) == "cassi"
+    ext = "mat" if spectral else (request.ext or "png")
+    target = folder / f"{stem}.{ext}"
+    if target.exists() and not request.overwrite:
+        record = {"input": str(src), "output": str(target), "status": "skipped"}
+        if request.jsonl:
+            print(json.dumps(record), file=sys.stdout)
+        elif not request.quiet:
+            print(f"{target} exists: skipped (--overwrite to redo)", file=sys.stderr)
+        return 0
+    extra = {k: knobs[k] for k in ("stages", "mask") if k in knobs}
+    out = method.restore_measurement(src, **extra)[0]
+    if not spectral:
         pixels = out.numpy()
         write_image(target, Image(pixels=pixels, alpha=None, bit_depth=8, icc_profile=None, source_mode="L" if pixels.shape[0] == 1 else "RGB", format=ext.upper()))
     else:
@@ -151,14 +159,10 @@ def _run_measurement(method, request: RestoreRequest, knobs: dict[str, Any]) -> 
 
         import scipy.io
 
-        target = folder / f"{stem}.mat"
-        if target.exists() and not request.overwrite:
-            raise UsageError(f"{target} exists (use --overwrite)")
         buffer = io.BytesIO()
         scipy.io.savemat(buffer, {"pred": np.ascontiguousarray(out.numpy().transpose(1, 2, 0))})
-        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, buffer.getvalue())
-    record = {"input": str(src), "output": str(target), "shape": list(out.shape)}
+    record = {"input": str(src), "output": str(target), "status": "done", "shape": list(out.shape)}
     if request.jsonl:
         print(json.dumps(record), file=sys.stdout)
     elif not request.quiet:

@@ -318,6 +318,10 @@ def test_cli_restore_measurement_file(tmp_path):
     out = np.asarray(Image.open(tmp_path / "scene_lorun.png"), dtype=np.float32) / 255
     ref = m.restore_measurement(meas)[0, 0].numpy()
     assert out.shape == (40, 50) and np.abs(out - ref).max() <= 0.5 / 255 + 1e-6
+    # a rerun skips the existing output (exit 0, as in image mode) and leaves it untouched
+    before = (tmp_path / "scene_lorun.png").stat().st_mtime_ns
+    assert main(["restore", "--method", "lorun", "--weights", str(weights), "--measurement", str(meas), "-q"]) == 0
+    assert (tmp_path / "scene_lorun.png").stat().st_mtime_ns == before
 
 
 def test_cassi_spectral_scores_follow_mst():
