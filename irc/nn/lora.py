@@ -47,9 +47,24 @@ class _LoRABase(nn.Module):
     lora_A: nn.ModuleList
     lora_B: nn.ModuleList
 
-    def __init__(self) -> None:
+    def __init__(self, base: nn.Module, c_in: int, c_out: int, stages: int, gamma: float, alpha: float | None, make_a, make_b) -> None:
+        """Hold ``base`` and ``stages`` pairs ``(A_k, B_k)`` built by ``make_a(rank)`` / ``make_b(rank)``.
+
+        A is Kaiming-initialised and B zero-initialised, so every stage starts equal to the base.
+        """
         super().__init__()
         self.stage = 0
+        self.base = base
+        self.rank = adaptive_rank(c_in, c_out, gamma)
+        self.scale = 1.0 if alpha is None else float(alpha) / self.rank
+        self.lora_A = nn.ModuleList()
+        self.lora_B = nn.ModuleList()
+        for _ in range(int(stages)):
+            a, b = make_a(self.rank), make_b(self.rank)
+            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+            nn.init.zeros_(b.weight)
+            self.lora_A.append(a)
+            self.lora_B.append(b)
 
     @property
     def stages(self) -> int:
@@ -76,40 +91,24 @@ class LoRAConv2d(_LoRABase):
     """
 
     def __init__(self, base: nn.Conv2d, stages: int, gamma: float = 10.0, alpha: float | None = None):
-        super().__init__()
         if base.groups != 1:
             raise ValueError("LoRAConv2d supports groups=1 convolutions only")
-        self.base = base
-        self.rank = adaptive_rank(base.in_channels, base.out_channels, gamma)
-        self.scale = 1.0 if alpha is None else float(alpha) / self.rank
-        self.lora_A = nn.ModuleList()
-        self.lora_B = nn.ModuleList()
-        for _ in range(int(stages)):
-            a = nn.Conv2d(base.in_channels, self.rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False, padding_mode=base.padding_mode)
-            b = nn.Conv2d(self.rank, base.out_channels, 1, bias=False)
-            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
-            nn.init.zeros_(b.weight)
-            self.lora_A.append(a)
-            self.lora_B.append(b)
+        super().__init__(
+            base, base.in_channels, base.out_channels, stages, gamma, alpha,
+            lambda r: nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding, base.dilation, bias=False, padding_mode=base.padding_mode),
+            lambda r: nn.Conv2d(r, base.out_channels, 1, bias=False),
+        )  # fmt: skip
 
 
 class LoRALinear(_LoRABase):
     """``base(x) + (alpha / r) B_k A_k x`` for the active stage ``k`` (see :class:`LoRAConv2d`)."""
 
     def __init__(self, base: nn.Linear, stages: int, gamma: float = 10.0, alpha: float | None = None):
-        super().__init__()
-        self.base = base
-        self.rank = adaptive_rank(base.in_features, base.out_features, gamma)
-        self.scale = 1.0 if alpha is None else float(alpha) / self.rank
-        self.lora_A = nn.ModuleList()
-        self.lora_B = nn.ModuleList()
-        for _ in range(int(stages)):
-            a = nn.Linear(base.in_features, self.rank, bias=False)
-            b = nn.Linear(self.rank, base.out_features, bias=False)
-            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
-            nn.init.zeros_(b.weight)
-            self.lora_A.append(a)
-            self.lora_B.append(b)
+        super().__init__(
+            base, base.in_features, base.out_features, stages, gamma, alpha,
+            lambda r: nn.Linear(base.in_features, r, bias=False),
+            lambda r: nn.Linear(r, base.out_features, bias=False),
+        )  # fmt: skip
 
 
 def lora_modules(module: nn.Module) -> Iterator[_LoRABase]:
