@@ -80,11 +80,14 @@ def run_eval(
     else:
         protocol = bench.protocol
         title = f"{bench.name}: {protocol.task}" + (f" x{protocol.scale}" if protocol.scale != 1 else "")
-        table = Table(title=title, caption=f"{protocol.color.upper()} channel, border {protocol.crop_border}, {len(bench)} images")
-        for column in ("method", "PSNR (dB)", "SSIM", "s/image"):
+        caption = "spectral (28-band cubes, PSNR after 256-level quantisation)" if protocol.color == "spectral" else f"{protocol.color.upper()} channel"
+        table = Table(title=title, caption=f"{caption}, border {protocol.crop_border}, {len(bench)} images")
+        spectral = all("sam" in s for s in summaries)  # CASSI: the spectral angle is part of the protocol
+        for column in ("method", "PSNR (dB)", "SSIM", *(["SAM (deg)"] if spectral else []), "s/image"):
             table.add_column(column, justify="left" if column == "method" else "right")
         for s in summaries:
-            table.add_row(s["label"], f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['seconds_per_image']:.3f}")
+            sam = [f"{s['sam']:.2f}"] if spectral else []
+            table.add_row(s["label"], f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", *sam, f"{s['seconds_per_image']:.3f}")
         Console(emoji=False).print(table)
     if not quiet:
         err.print(f"results: {', '.join(str(p) for p in written)}")

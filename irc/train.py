@@ -317,22 +317,40 @@ class ShardedStream:
             position += self.batch * self.world
 
 
+def _is_cube_source(path: Path) -> bool:
+    """A ``.mat`` file, or a folder that holds ``.mat`` files and no images (hyperspectral cubes)."""
+    from irc.data._common import list_images
+
+    if path.is_file():
+        return path.suffix.lower() == ".mat"
+    return bool(list_images(path, recursive=True, suffixes=(".mat",))) and not list_images(path, recursive=True)
+
+
 def _training_dataset(recipe: Recipe) -> Dataset:
+    """The recipe's clean training crops: an :class:`ImageFolder`, or a :class:`CubeFolder` when
+    every source holds hyperspectral ``.mat`` cubes (named set ``cave``, or such folders)."""
     from irc.data.benchmarks import TRAINING_SETS, training_files
-    from irc.data.folders import ImageFolder
+    from irc.data.folders import CubeFolder, ImageFolder
 
     d = recipe.data
     if not d.train:
         raise UsageError("the recipe has no training data: set data.train to training-set names or folders")
     roots: list[Path] = []
+    cubes: list[bool] = []
     for entry in d.train:
         if entry in TRAINING_SETS:
             roots.extend(training_files(entry, d.root))
+            cubes.append(TRAINING_SETS[entry].spectral)
             continue
         path = Path(entry).expanduser()
         if not path.exists():
             raise IrcError(f"training data not found: {entry} (data.train takes {', '.join(sorted(TRAINING_SETS))} or folders)")
         roots.append(path)
+        cubes.append(_is_cube_source(path))
+    if any(cubes):
+        if not all(cubes):
+            raise UsageError("data.train mixes hyperspectral cubes (.mat) with images; a run trains on one kind")
+        return CubeFolder(roots, d.crop, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
     return ImageFolder(roots, d.crop, grey=d.grey, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
 
 

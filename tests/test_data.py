@@ -249,13 +249,23 @@ def test_bad_options_are_usage_errors(data_root, name, options):
 
 
 def test_training_sets(data_root):
-    assert set(TRAINING_SETS) == {"train400", "t91", "bsd200", "div2k-crops"}
+    assert set(TRAINING_SETS) == {"train400", "t91", "bsd200", "div2k-crops", "cave"}
     assert len(training_files("train400", root=data_root)) == 400
     assert len(training_files("t91", root=data_root)) == 91
     assert len(training_files("bsd200", root=data_root)) == 200
     assert len(training_files("div2k-crops", root=data_root)) == 100
     with pytest.raises(UsageError):
         training_files("imagenet", root=data_root)
+
+
+def test_cave_training_set_lists_mat_cubes(tmp_path):
+    (tmp_path / "cave_1024_28").mkdir()
+    with pytest.raises(IrcError, match="hyperspectral cubes"):
+        training_files("cave", root=tmp_path)
+    for name in ("scene02.mat", "scene01.mat", "notes.txt", "preview.png"):
+        (tmp_path / "cave_1024_28" / name).write_bytes(b"")
+    assert [p.name for p in training_files("cave", root=tmp_path)] == ["scene01.mat", "scene02.mat"]
+    assert TRAINING_SETS["cave"].spectral and not TRAINING_SETS["t91"].spectral
 
 
 USER_SETS = {

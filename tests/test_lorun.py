@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from irc.errors import UsageError
+from irc.errors import IrcError, UsageError
 from irc.methods.base import TrainBatch
 from irc.methods.lorun import LoRun, load_cs_measurement, save_cs_measurement
 from irc.nn.lora import (
@@ -408,3 +408,100 @@ def test_sampling_matrix_and_measure_cs(tmp_path):
     y, size, _ = load_cs_measurement(path)
     assert size == (33, 33)
     assert torch.allclose(y[:, 0, 0], phi @ x.reshape(-1), atol=1e-5)
+
+
+def _write_cubes(folder, count: int, size: tuple[int, int], seed: int = 0, key: str = "img") -> None:
+    import scipy.io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(1, count + 1):
+        # smooth-ish spectra so that the network has something to learn
+        base = rng.random((size[0], size[1], 1)) * np.linspace(0.3, 1.0, 28)[None, None]
+        scipy.io.savemat(str(folder / f"scene{i:02d}.mat"), {key: base.astype(np.float32)})
+
+
+def test_cube_folder_crops_every_band_together(tmp_path):
+    from irc.data.folders import CubeFolder
+
+    _write_cubes(tmp_path / "cubes", 2, (30, 20))
+    ds = CubeFolder(tmp_path / "cubes", 16, augment=True, seed=3)
+    assert len(ds) == 2 and ds.channels == 28
+    item = ds[1]
+    assert item.shape == (28, 16, 16) and item.dtype == torch.float32
+    # every band is the same spatial pattern times its band gain, crop and rotation included
+    ratio = item[27] / item[0].clamp_min(1e-6)
+    assert torch.allclose(ratio[item[0] > 1e-3], torch.full_like(ratio[item[0] > 1e-3], 1.0 / 0.3), rtol=1e-4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IrcError, match="no spectral cubes"):
+        CubeFolder(tmp_path / "empty", 8)
+
+
+def test_cassi_crops_smaller_than_the_mask_use_a_window_of_it(cassi_mask):
+    m = tiny(task="cassi", mask=str(cassi_mask), phase=1)
+    gt = torch.rand(2, 28, 16, 16)
+    loss = m.training_step(TrainBatch(lq=gt, gt=gt), step=5)["main"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert m.network.rho_raw.grad is not None
+    with pytest.raises(UsageError, match="larger than"):
+        m.training_step(TrainBatch(lq=torch.rand(1, 28, 32, 32), gt=torch.rand(1, 28, 32, 32)), step=0)
+
+
+def test_cli_trains_cassi_on_cubes_and_evaluates_kaist(tmp_path, cassi_mask, capsys):
+    """irc train on a folder of .mat cubes (the CAVE layout), export, then irc eval --dataset kaist-cassi."""
+    from irc.cli import main
+
+    _write_cubes(tmp_path / "cave", 3, (40, 40))
+    _write_cubes(tmp_path / "kaist-cassi", 2, (24, 24), seed=1)
+    recipe = tmp_path / "cassi.toml"
+    recipe.write_text(
+        f"""method = "lorun"
+steps = 3
+batch = 2
+seed = 0
+log_every = 1
+[config]
+task = "cassi"
+phase = 1
+stages = 1
+channels = 4
+mid_blocks = 1
+mask = "{cassi_mask}"
+[data]
+train = ["{tmp_path / 'cave'}"]
+crop = 16
+augment = true
+degradation = "none"
+[optimizers.default]
+name = "adam"
+lr = 1e-3
+[validation]
+dataset = "none"
+"""
+    )
+    weights = tmp_path / "cassi.safetensors"
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run"), "--export", str(weights), "-q"]) == 0
+    m = LoRun.from_weights(weights)
+    assert m.config.task == "cassi" and tuple(m.network.mask.shape) == (24, 24)
+    results = tmp_path / "results"
+    code = main(["eval", "--method", "lorun", "--weights", str(weights), "--dataset", "kaist-cassi", "--data-root", str(tmp_path), "--output", str(results), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "sam" in out.lower()
+
+
+def test_training_data_does_not_mix_cubes_and_images(tmp_path):
+    from PIL import Image
+
+    from irc.recipes import build_recipe
+    from irc.train import _training_dataset
+
+    _write_cubes(tmp_path / "cubes", 1, (20, 20))
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    recipe = build_recipe({"method": "lorun", "data": {"train": [str(tmp_path / "cubes"), str(tmp_path / "imgs")], "crop": 8}})
+    with pytest.raises(UsageError, match="mixes"):
+        _training_dataset(recipe)
+    only_cubes = build_recipe({"method": "lorun", "data": {"train": [str(tmp_path / "cubes")], "crop": 8}})
+    assert _training_dataset(only_cubes)[0].shape == (28, 8, 8)

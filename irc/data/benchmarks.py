@@ -534,7 +534,14 @@ class TrainingSetInfo:
     archive_subdir: str | None = None
 
     @property
+    def spectral(self) -> bool:
+        """Hyperspectral cubes (``.mat``) rather than images."""
+        return self.channels > 3
+
+    @property
     def layout(self) -> str:
+        if self.spectral:
+            return f"hyperspectral cubes (*.mat, variable img or img_expand, H x W x {self.channels})"
         return "image files (*.png, *.jpg, *.bmp, *.tif)"
 
     def path(self, root: str | os.PathLike[str] | None = None) -> Path:
@@ -549,6 +556,7 @@ TRAINING_SETS: dict[str, TrainingSetInfo] = {
         TrainingSetInfo("t91", "T91", 3, True, "91 images of Yang et al. 2010 (SR and CS training)"),
         TrainingSetInfo("bsd200", "BSD200", 3, True, "200 colour BSDS500 training images (481x321)"),
         TrainingSetInfo("div2k-crops", "DIV2K_valid_256crops", 3, True, "100 256x256 crops of DIV2K validation images"),
+        TrainingSetInfo("cave", "cave_1024_28", 28, False, "CAVE hyperspectral scenes, 1024x1024x28 (MST's CASSI training set)"),
     ]
 }
 
@@ -571,7 +579,8 @@ def training_files(name: str, root: str | os.PathLike[str] | None = None) -> lis
     """The image files of a training set, sorted.
 
     Args:
-        name: A key of :data:`TRAINING_SETS` (``train400``, ``t91``, ``bsd200``, ``div2k-crops``).
+        name: A key of :data:`TRAINING_SETS` (``train400``, ``t91``, ``bsd200``, ``div2k-crops``;
+            ``cave`` lists ``.mat`` cubes).
         root: Data root override (see :func:`irc.data.data_root`).
 
     Raises:
@@ -583,7 +592,7 @@ def training_files(name: str, root: str | os.PathLike[str] | None = None) -> lis
         raise UsageError(f"unknown training set {name!r}; expected one of {', '.join(sorted(TRAINING_SETS))}")
     folder = info.path(root)
     try:
-        return _images(folder)
+        return _images(folder, (".mat",) if info.spectral else None)
     except _Missing:
         raise _not_found(info, folder) from None
 
@@ -700,19 +709,9 @@ def _sr_kernel(bench: Benchmark, hr: np.ndarray, index: int, path: Path) -> tupl
 
 
 def _load_cassi(path: Path) -> Tensor:
-    from irc.operators.kernels_io import load_mat_array
+    from irc.operators.cassi import load_cube
 
-    key, cube = load_mat_array(path, prefer=("img", "img_expand"))
-    if key not in ("img", "img_expand"):
-        raise IrcError(f"{path}: expected a variable 'img' or 'img_expand', found {key!r}")
-    cube = np.asarray(cube, dtype=np.float64)
-    if cube.ndim != 3:
-        raise IrcError(f"{path}: {key!r} has shape {cube.shape}, expected H x W x bands")
-    if cube.max(initial=0.0) > 1.5:
-        # MST stores its CAVE/KAIST 'img_expand' cubes as 16-bit-scaled values and divides by
-        # 65536 on loading (MST simulation/train_code/utils.py); the 'Truth' cubes are in [0, 1].
-        cube = cube / 65536.0
-    return torch.from_numpy(np.ascontiguousarray(cube.transpose(2, 0, 1))).to(torch.float32)
+    return load_cube(path)
 
 
 def _paired_images(item: _Item) -> tuple[Tensor, Tensor]:

@@ -36,7 +36,7 @@ from irc.data._common import (
 )
 from irc.errors import IrcError, UsageError
 
-__all__ = ["ImageFolder", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
+__all__ = ["CubeFolder", "ImageFolder", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
 
 PathLike = str | os.PathLike
 
@@ -55,21 +55,23 @@ Pairing = str | Mapping[str, str] | Callable[[str], str | Sequence[str]]
 _MIXTURE_STREAM = 0x6D6978  # "mix"
 
 
-def _collect(roots: PathLike | Sequence[PathLike]) -> list[Path]:
-    """Image files under one or more folders (recursively) or given directly, in a stable order."""
+def _collect(roots: PathLike | Sequence[PathLike], suffixes: Sequence[str] | None = None, what: str = "images") -> list[Path]:
+    """Files under one or more folders (recursively) or given directly, in a stable order.
+
+    ``suffixes``: the file types looked for in folders (default: image files)."""
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     files: list[Path] = []
     for root in roots:
         root = Path(root).expanduser()
         if root.is_dir():
-            files.extend(list_images(root, recursive=True))
+            files.extend(list_images(root, recursive=True) if suffixes is None else list_images(root, recursive=True, suffixes=suffixes))
         elif root.is_file():
             files.append(root)
         else:
-            raise IrcError(f"image folder not found: {root}")
+            raise IrcError(f"{what} folder not found: {root}")
     if not files:
-        raise IrcError(f"no images found in {', '.join(str(Path(r)) for r in roots)}")
+        raise IrcError(f"no {what} found in {', '.join(str(Path(r)) for r in roots)}")
     return files
 
 
@@ -170,6 +172,55 @@ class ImageFolder(Dataset):
         if self.augment:
             arr = dihedral(arr, int(rng.integers(8)))
         return to_tensor(arr)
+
+
+class CubeFolder(ImageFolder):
+    """Hyperspectral cubes (``.mat``, CAVE / KAIST layout) as random square crops: CASSI training.
+
+    Args:
+        roots: A folder (searched recursively for ``.mat`` files), a ``.mat`` file, or a list.
+        crop, augment, repeat, seed, cache: as :class:`ImageFolder` (a crop moves every band
+            together; the flips and rotations are spatial only).
+        bands: The number of bands every cube must have (28 for the CASSI benchmarks).
+
+    Items are ``(bands, crop, crop)`` float32 tensors in ``[0, 1]`` (:func:`irc.operators.cassi.load_cube`:
+    ``img`` or MST's 16-bit ``img_expand``). Caching holds whole cubes (a 1024 x 1024 x 28 CAVE
+    cube is 117 MB as float32), so leave ``cache`` off for the full CAVE set on a small machine.
+    """
+
+    def __init__(
+        self,
+        roots: PathLike | Sequence[PathLike],
+        crop: int | None = None,
+        *,
+        bands: int = 28,
+        augment: bool = False,
+        repeat: int = 1,
+        seed: int = 0,
+        cache: bool = False,
+    ):
+        super().__init__(_collect(roots, (".mat",), "spectral cubes"), crop, augment=augment, repeat=repeat, seed=seed, cache=cache)
+        self.bands = int(bands)
+
+    @property
+    def channels(self) -> int:
+        """Bands of every item."""
+        return self.bands
+
+    def image(self, index: int) -> np.ndarray:
+        """The whole cube behind item ``index`` as ``(H, W, bands)`` float32."""
+        from irc.operators.cassi import load_cube
+
+        file_index = self._index(index) % len(self.files)
+        if self._cache is not None and file_index in self._cache:
+            return self._cache[file_index]
+        path = self.files[file_index]
+        arr = load_cube(path).numpy().transpose(1, 2, 0)
+        if arr.shape[2] != self.bands:
+            raise IrcError(f"{path}: {arr.shape[2]} bands, expected {self.bands}")
+        if self._cache is not None:
+            self._cache[file_index] = arr
+        return arr
 
 
 def _random_crop(arrays: list[np.ndarray], scales: list[int], crop: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -667,7 +667,8 @@ class LoRun(Method):
         """MSE of the final stage's output (METHODS.md 2.1: L2 loss).
 
         ``cs`` / ``cassi``: ``batch.lq`` is the clean crop (degradation ``none``): the method
-        measures it with its own operator. ``sr``: ``batch.gt`` is blurred with a random one of
+        measures it with its own operator (CASSI: crops smaller than the mask use a random
+        window of it, see :meth:`_train_cassi`). ``sr``: ``batch.gt`` is blurred with a random one of
         the 12 USRNet kernels (per batch) and down-sampled here.
         """
         task = self.config.task
@@ -675,7 +676,7 @@ class LoRun(Method):
         if task == "cs":
             out = self._forward_cs(gt, None)
         elif task == "cassi":
-            out = self._forward_cassi(gt, None)
+            out = self._train_cassi(gt, step)
         else:
             from irc.operators.blur_sr import load_usrnet_kernels
 
@@ -689,6 +690,25 @@ class LoRun(Method):
             x0 = F.interpolate(y, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
             out = self.network.unfold(op, y, x0)
         return {"main": F.mse_loss(out, gt)}
+
+    def _train_cassi(self, gt: Tensor, step: int) -> Tensor:
+        """Reconstruction of training cubes ``gt`` ``(B, bands, h, w)`` from their simulated measurement.
+
+        Crops smaller than the mask see a window of the mask at a random position (one per
+        batch, seeded by the step), as MST's real-data training crops its 660 x 660 mask; this
+        also lets a CPU run train on small crops. Crops of the mask's size use the whole mask
+        (MST's simulation protocol).
+        """
+        mask = self.network.mask
+        (h, w), (mh, mw) = gt.shape[-2:], mask.shape[-2:]
+        if (h, w) != (mh, mw):
+            if h > mh or w > mw:
+                raise UsageError(f"lorun cassi: training crops of {h}x{w} are larger than the {mh}x{mw} mask; set data.crop <= {min(mh, mw)}")
+            g = torch.Generator().manual_seed(int(step))
+            top = int(torch.randint(mh - h + 1, (1,), generator=g))
+            left = int(torch.randint(mw - w + 1, (1,), generator=g))
+            mask = mask[top : top + h, left : left + w]
+        return self.reconstruct_cassi(self._cassi_op(mask).A(gt), None, mask=mask)
 
     # ---------------------------------------------------------------- measurement files
     def sampling_matrix(self) -> Tensor:

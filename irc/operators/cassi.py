@@ -44,6 +44,7 @@ __all__ = [
     "normalize_measurement",
     "load_mask",
     "load_measurement",
+    "load_cube",
     "simulation_mask_path",
     "real_mask_path",
     "real_measurement_paths",
@@ -279,6 +280,29 @@ def load_measurement(path: str | os.PathLike, key: str | None = None) -> Tensor:
             raise IrcError(f"{p}: no 2-D measurement variable found (variable {name!r} is not one)")
         name, value = found
     return torch.from_numpy(np.ascontiguousarray(np.squeeze(np.asarray(value, dtype=np.float32))))
+
+
+def load_cube(path: str | os.PathLike) -> Tensor:
+    """Load a hyperspectral cube (CAVE / KAIST, as TSA-Net and MST store them) as float32
+    ``(bands, H, W)`` in ``[0, 1]``.
+
+    The variable is ``img`` (KAIST ``Truth`` scenes, already in ``[0, 1]``) or ``img_expand``
+    (MST's ``cave_1024_28`` training cubes). Values above 1.5 are taken as MST's 16-bit scaling
+    and divided by 65536, as MST's loaders do (``simulation/train_code/utils.py``).
+
+    Raises:
+        IrcError: missing/unreadable file, no such variable, or not a 3-D array.
+    """
+    p = Path(path)
+    key, cube = load_mat_array(p, prefer=("img", "img_expand"))
+    if key not in ("img", "img_expand"):
+        raise IrcError(f"{p}: expected a variable 'img' or 'img_expand', found {key!r}")
+    cube = np.asarray(cube, dtype=np.float64)
+    if cube.ndim != 3:
+        raise IrcError(f"{p}: {key!r} has shape {cube.shape}, expected H x W x bands")
+    if cube.max(initial=0.0) > 1.5:
+        cube = cube / 65536.0
+    return torch.from_numpy(np.ascontiguousarray(cube.transpose(2, 0, 1))).to(torch.float32)
 
 
 def simulation_mask_path() -> Path:
