@@ -30,3 +30,13 @@ class ImageReadError(IrcError):
 
 class WeightsError(IrcError):
     """Weights could not be resolved, downloaded or verified."""
+
+
+class WeightsNotFoundError(WeightsError, UsageError):
+    """The ``--weights`` argument names nothing: no such file and no such manifest name.
+
+    A usage error (exit code 2, like an option that does not exist), where a download or checksum
+    failure of weights that do exist stays a :class:`WeightsError` (exit code 1).
+    """
+
+    exit_code = 2

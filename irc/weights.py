@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from irc import __version__
 from irc.atomic import atomic_path
 from irc.download import cache_dir, download, sha256_file
-from irc.errors import WeightsError
+from irc.errors import WeightsError, WeightsNotFoundError
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -506,7 +506,7 @@ def resolve_weights(
             if path.exists() or path.suffix or "/" in text or os.sep in text:
                 return _resolve_local(path, manifest, method=method, verify=verify)
             known = ", ".join(e.name for e in manifest[:20]) or "none: the manifest is empty"
-            raise WeightsError(
+            raise WeightsNotFoundError(
                 f"unknown weights {text!r}: not a manifest name (known: {known}), a file, a URL or a hub id"
             )
 
@@ -529,7 +529,7 @@ def _resolve_remote(
 def _resolve_local(path: Path, manifest: list[WeightsEntry], *, method: str | None, verify: bool) -> ResolvedWeights:
     path = path.expanduser()
     if not path.exists():
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsNotFoundError(f"weights file not found: {path}")
     if not path.is_file():
         raise WeightsError(f"{path} is not a file (expected a .safetensors or .pth weights file)")
     entry = _match_local(path, None, manifest)
@@ -598,7 +598,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
                 raise WeightsError(f"{path}: not a safetensors file (header length {size})")
             header = json.loads(fh.read(size).decode("utf-8"))
     except FileNotFoundError:
-        raise WeightsError(f"weights file not found: {path}") from None
+        raise WeightsNotFoundError(f"weights file not found: {path}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WeightsError(f"{path}: not a safetensors file (bad header)") from None
     except OSError as err:
@@ -700,7 +700,7 @@ def load_weights(path: Path) -> tuple[dict[str, "Tensor"], dict[str, Any]]:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsNotFoundError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError

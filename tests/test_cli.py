@@ -80,6 +80,11 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     assert code == 2 and "--tile" in err
     code, _, err = run(capsys, "restore", "--bogus-flag", str(img))
     assert code == 2
+    # weights that name nothing are a usage error too (a failed download or checksum stays 1)
+    code, _, err = run(capsys, "restore", "--weights", str(tmp_path / "missing.safetensors"), str(img))
+    assert code == 2 and "weights file not found" in err
+    code, _, err = run(capsys, "restore", "--weights", "no-such-weights", str(img))
+    assert code == 2 and "unknown weights 'no-such-weights'" in err
 
 
 def test_restore_bicubic_on_real_images(capsys, tmp_path, data_root):
