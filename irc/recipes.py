@@ -98,9 +98,19 @@ class DataSpec:
             ``jpeg:30-95``, ``bicubic:4``, ``mixture:mio7``, ``mixture:three``, ``realesrgan``.
         workers: DataLoader worker processes per training process (0 = load in the main one).
         cache: keep decoded images in memory (each worker holds its own copy).
+        pairs: real degraded/clean pairs added to the stream, each ``[task, lq_folder, gt_folder]``
+            (e.g. ``["rain", "Rain100L/train/rain", "Rain100L/train/norain"]``): files pair by
+            stem, crops are aligned, the input is used as is (no synthetic degradation) and the
+            sample carries the ``task`` label (use the mixture's names, ``rain``, ``haze``,
+            ``dark``, ``blur``, to share a task group with synthetic samples). Relative folders
+            are looked up under the data root, then the current directory, then beside the recipe.
+        pair_repeat: virtual copies of every pair list per epoch (e.g. PromptIR repeats
+            Rain100L 120 times), so that small real sets weigh against the clean images.
     """
 
     train: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str, str], ...] = ()
+    pair_repeat: int = 1
     root: str | None = None
     crop: int = 64
     grey: bool = False
@@ -414,6 +424,23 @@ def _optimizers(raw: Any) -> dict[str, OptimSpec]:
     return result
 
 
+def _resolve_pair_paths(pairs: tuple[tuple[str, str, str], ...], base: Path | None, root: str | None) -> tuple[tuple[str, str, str], ...]:
+    """Relative ``data.pairs`` folders: under the data root, else the current directory, else
+    beside the recipe (the first that exists; left as given when none does, for a clear error later)."""
+    from irc.data import data_root
+
+    def resolve(entry: str) -> str:
+        path = Path(entry).expanduser()
+        if path.is_absolute():
+            return str(path)
+        for folder in (data_root(root), Path.cwd(), base):
+            if folder is not None and (folder / path).exists():
+                return str((folder / path).resolve())
+        return entry
+
+    return tuple((task.strip(), resolve(lq), resolve(gt)) for task, lq, gt in pairs)
+
+
 def _resolve_train_paths(entries: tuple[str, ...], base: Path | None) -> tuple[str, ...]:
     """Named training sets stay names; existing relative paths become absolute."""
     from irc.data.benchmarks import TRAINING_SETS
@@ -466,7 +493,7 @@ def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str
     config = build_config(cls.Config, config_raw, what=f"config key of {plain.method}")
     sections = {name: _section(cls_, raw.get(name), name) for name, cls_ in _SECTIONS.items()}
     data = sections["data"]
-    data = dataclasses.replace(data, train=_resolve_train_paths(data.train, base_dir))
+    data = dataclasses.replace(data, train=_resolve_train_paths(data.train, base_dir), pairs=_resolve_pair_paths(data.pairs, base_dir, data.root))
     sections["data"] = data
     validation = sections["validation"]
     if validation.dataset is not None and validation.dataset.lower() == "none":
@@ -494,7 +521,16 @@ def _check_ranges(recipe: Recipe) -> None:
     positive(d.crop, "data.crop")
     positive(d.repeat, "data.repeat")
     positive(d.workers, "data.workers", zero=True)
-    parse_degradation(d.degradation)
+    positive(d.pair_repeat, "data.pair_repeat")
+    spec = parse_degradation(d.degradation)
+    if d.pairs and spec.kind not in ("none", "noise", "jpeg", "mixture"):
+        raise UsageError(
+            f"recipe data.pairs need a degradation that keeps the image size and the target "
+            f"(none, noise, jpeg or mixture), not {d.degradation!r}"
+        )
+    for entry in d.pairs:
+        if not all(part.strip() for part in entry):
+            raise UsageError(f"recipe data.pairs entry {list(entry)} needs a task, a degraded folder and a clean folder")
     if d.degradation.startswith("bicubic"):
         factor = int(parse_degradation(d.degradation).low)
         if d.crop % factor:

@@ -263,22 +263,53 @@ class Synthesizer:
 # --------------------------------------------------------------------------------------------
 
 
-class _Positioned(Dataset):
-    """Items keyed ``(epoch, index, position)``: the base dataset's crop for that epoch."""
+class _TrainingStream(Dataset):
+    """The recipe's samples: the clean crops (their input is synthesised on the device), then
+    each real pair set (``data.pairs``: the input is the real degraded crop).
 
-    def __init__(self, base: Dataset):
+    Items are ``(gt, lq, task)``: ``lq`` is ``None`` and ``task`` is ``""`` for clean crops.
+    """
+
+    def __init__(self, clean: Dataset | None, pairs: list[tuple[str, Dataset]]):
+        self.parts: list[tuple[str | None, Dataset]] = ([(None, clean)] if clean is not None else []) + list(pairs)
+
+    def __len__(self) -> int:
+        return sum(len(part) for _, part in self.parts)
+
+    def set_epoch(self, epoch: int) -> None:
+        for _, part in self.parts:
+            part.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | None, str]:
+        for task, part in self.parts:
+            if index < len(part):
+                item = part[index]
+                if task is None:
+                    return (item["gt"] if isinstance(item, Mapping) else item), None, ""
+                return item["gt"], item["lq"], task
+            index -= len(part)
+        raise IndexError(index)
+
+
+class _Positioned(Dataset):
+    """Items keyed ``(epoch, index, position)``: the stream's sample for that epoch, and its position."""
+
+    def __init__(self, base: _TrainingStream):
         self.base = base
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, int]:
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, Tensor | None, str, int]:
         epoch, index, position = key
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
-        item = self.base[index]
-        gt = item["gt"] if isinstance(item, Mapping) else item
-        return gt, position
+        self.base.set_epoch(epoch)
+        gt, lq, task = self.base[index]
+        return gt, lq, task, position
+
+
+def _collate(items: list[tuple[Tensor, Tensor | None, str, int]]) -> tuple[Tensor, list[Tensor | None], list[str], list[int]]:
+    """Stacks the clean crops; real inputs stay a list (``None`` where the input is synthesised)."""
+    return torch.stack([it[0] for it in items]), [it[1] for it in items], [it[2] for it in items], [int(it[3]) for it in items]
 
 
 class ShardedStream:
@@ -324,6 +355,25 @@ def _is_cube_source(path: Path) -> bool:
     if path.is_file():
         return path.suffix.lower() == ".mat"
     return bool(list_images(path, recursive=True, suffixes=(".mat",))) and not list_images(path, recursive=True)
+
+
+def _training_stream(recipe: Recipe) -> _TrainingStream:
+    """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
+    from irc.data.folders import CubeFolder, PairedFolder
+
+    d = recipe.data
+    if not d.train and not d.pairs:
+        raise UsageError("the recipe has no training data: set data.train to training-set names or folders (or data.pairs to real pairs)")
+    clean = _training_dataset(recipe) if d.train else None
+    if isinstance(clean, CubeFolder) and d.pairs:
+        raise UsageError("data.pairs are image pairs; they cannot join hyperspectral training cubes")
+    pairs = []
+    for task, lq, gt in d.pairs:
+        for folder in (lq, gt):
+            if not Path(folder).exists():
+                raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
+        pairs.append((task, PairedFolder(lq, gt, crop=d.crop, augment=d.augment, grey=d.grey, repeat=d.pair_repeat, seed=recipe.seed)))
+    return _TrainingStream(clean, pairs)
 
 
 def _training_dataset(recipe: Recipe) -> Dataset:
@@ -950,23 +1000,38 @@ class _Trainer:
     # ---------------------------------------------------------------- data
     def _start_data(self) -> None:
         recipe = self.recipe
-        dataset = _training_dataset(recipe)
+        dataset = _training_stream(recipe)
         self.epoch_size = len(dataset)
         sampler = ShardedStream(len(dataset), recipe.seed, self.samples, recipe.batch, self.rank, self.world)
         generator = torch.Generator()
         generator.manual_seed(recipe.seed)  # worker seeds must not draw from the global RNG
         workers = recipe.data.workers
         loader = DataLoader(
-            _Positioned(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+            _Positioned(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=workers, pin_memory=self.device.type == "cuda",
             generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
         )  # fmt: skip
         self._loader_iter = iter(loader)
         self.synth = Synthesizer(recipe.data.degradation, recipe.seed)
 
     def _next_batch(self) -> TrainBatch:
-        gt, positions = next(self._loader_iter)
+        gt, real_lq, tasks, positions = next(self._loader_iter)
         gt = gt.to(self.device, non_blocking=True)
-        return self.synth(gt, [int(p) for p in positions])
+        real = [i for i, lq in enumerate(real_lq) if lq is not None]
+        if not real:
+            return self.synth(gt, positions)
+        # A batch with real pairs: synthesise the clean samples' inputs, take the real ones as
+        # they are, and label every sample with its task (the degradation kind when unlabelled).
+        lq, target, labels = torch.empty_like(gt), gt.clone(), list(tasks)
+        clean = [i for i, x in enumerate(real_lq) if x is None]
+        if clean:
+            made = self.synth(gt[clean], [positions[i] for i in clean])
+            lq[clean], target[clean] = made.lq, made.gt
+            names = made.task or (self.synth.spec.kind,) * len(clean)
+            for i, name in zip(clean, names):
+                labels[i] = name
+        for i in real:
+            lq[i] = real_lq[i].to(self.device, non_blocking=True)
+        return TrainBatch(lq=lq, gt=target, task=tuple(labels))
 
     # ---------------------------------------------------------------- one step
     def _train_step(self) -> tuple[bool, dict[str, float], dict[str, float]]:

@@ -395,6 +395,60 @@ def test_synthesizer_is_keyed_by_sample_position():
     assert jpeg.lq.shape == gt.shape and jpeg.task is None
 
 
+@pytest.fixture
+def real_pairs(tmp_path) -> tuple[Path, Path]:
+    """Three "rainy" / clean pairs: the degraded image is the clean one plus a constant 0.2."""
+    rng = np.random.default_rng(4)
+    lq_dir, gt_dir = tmp_path / "pairs" / "rain", tmp_path / "pairs" / "norain"
+    lq_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    for i in range(3):
+        clean = (rng.random((24, 20, 3)) * 150).astype(np.uint8)
+        Image.fromarray(clean).save(gt_dir / f"{i}.png")
+        Image.fromarray(clean + 51).save(lq_dir / f"{i}.png")
+    return lq_dir, gt_dir
+
+
+def test_real_pairs_join_the_stream_with_their_task_label(images, real_pairs, tmp_path, monkeypatch):
+    import tiny_methods
+
+    seen: list = []
+    original = tiny_methods.TinyRestorer.training_step
+
+    def recording(self, batch, step):
+        seen.append((batch.lq.clone(), batch.gt.clone(), batch.task))
+        return original(self, batch, step)
+
+    monkeypatch.setattr(tiny_methods.TinyRestorer, "training_step", recording)
+    lq_dir, gt_dir = real_pairs
+    recipe = make_recipe(
+        images, steps=8, batch=4,
+        data={"degradation": "mixture:three", "pairs": [["rain", str(lq_dir), str(gt_dir)]], "pair_repeat": 2, "augment": False},
+    )  # fmt: skip
+    assert train(recipe, tmp_path / "run", quiet=True).status == "finished"
+    lq = torch.cat([b[0] for b in seen])
+    gt = torch.cat([b[1] for b in seen])
+    tasks = [t for b in seen for t in b[2]]
+    # 5 clean images + 3 pairs x 2 repeats = 11 per epoch; 32 samples cover every pair
+    assert len(tasks) == 32 and set(tasks) <= {"noise", "rain", "haze"}
+    real = [i for i in range(32) if torch.allclose(lq[i] - gt[i], torch.full_like(gt[i], 51 / 255), atol=1e-6)]
+    assert len(real) >= 6 and all(tasks[i] == "rain" for i in real)
+
+
+def test_real_pairs_need_a_size_keeping_degradation_and_existing_folders(images, real_pairs, tmp_path):
+    lq_dir, gt_dir = real_pairs
+    with pytest.raises(UsageError, match="keeps the image size"):
+        make_recipe(images, data={"degradation": "bicubic:2", "pairs": [["rain", str(lq_dir), str(gt_dir)]]})
+    with pytest.raises(UsageError, match="needs a task"):
+        make_recipe(images, data={"pairs": [["", str(lq_dir), str(gt_dir)]]})
+    recipe = make_recipe(images, data={"pairs": [["rain", str(tmp_path / "nope"), str(gt_dir)]]})
+    with pytest.raises(IrcError, match="data.pairs folder not found"):
+        train(recipe, tmp_path / "run", quiet=True)
+    # pairs alone are enough training data; noise labels the synthetic samples when mixed
+    only_pairs = make_recipe(images, data={"train": [], "pairs": [["rain", str(lq_dir), str(gt_dir)]]})
+    assert train(only_pairs, tmp_path / "run2", quiet=True).status == "finished"
+
+
 def test_example_recipe_trains_validates_and_logs(data_root, tmp_path):
     pytest.importorskip("tensorboard")
     from irc.recipes import load_recipe
