@@ -26,8 +26,10 @@ Choices, and why:
   statistics) are broadcast from rank 0 after each step as DDP does, and the replicas are
   checked to be bit-identical at every checkpoint (``replicas`` records in ``metrics.jsonl``).
   accelerate still provides the process group, the device, autocast and the fp16 loss scaler.
-* **Data.** Clean crops come from an :class:`irc.data.folders.ImageFolder` through a
-  ``DataLoader``; the degradation is applied on the device. Sample number ``q`` of the global
+* **Data.** Clean crops come from an :class:`irc.data.folders.ImageFolder` (or a
+  :class:`~irc.data.folders.CubeFolder` of hyperspectral cubes) through a ``DataLoader``; the
+  degradation is applied on the device. Real pairs (``data.pairs``) follow the clean crops in
+  the same stream and keep their own degraded input and task label. Sample number ``q`` of the global
   stream is item ``perm_e[q mod n]`` of epoch ``e = q div n`` (``perm_e`` a permutation seeded
   by ``(seed, e)``), its crop is seeded by ``(seed, e, index)`` and its degradation by
   ``(seed, q)``. Process ``r`` of ``W`` takes samples ``[p + r B, p + (r + 1) B)`` of each
