@@ -99,17 +99,19 @@ class DataSpec:
         workers: DataLoader worker processes per training process (0 = load in the main one).
         cache: keep decoded images in memory (each worker holds its own copy).
         pairs: real degraded/clean pairs added to the stream, each ``[task, lq_folder, gt_folder]``
-            (e.g. ``["rain", "Rain100L/train/rain", "Rain100L/train/norain"]``): files pair by
-            stem, crops are aligned, the input is used as is (no synthetic degradation) and the
-            sample carries the ``task`` label (use the mixture's names, ``rain``, ``haze``,
-            ``dark``, ``blur``, to share a task group with synthetic samples). Relative folders
-            are looked up under the data root, then the current directory, then beside the recipe.
+            or ``[task, lq_folder, gt_folder, pairing]`` (e.g. ``["rain", "Rain100L/train/rainy",
+            "Rain100L/train/norain", "rain"]``): files pair by name (``pairing``: ``stem``, the
+            default, ``rain`` or ``reside``, see ``irc.data.benchmarks.PAIRING_RULES``), crops are
+            aligned, the input is used as is (no synthetic degradation) and the sample carries
+            the ``task`` label (use the mixture's names, ``rain``, ``haze``, ``dark``, ``blur``,
+            to share a task group with synthetic samples). Relative folders are looked up under
+            the data root, then the current directory, then beside the recipe.
         pair_repeat: virtual copies of every pair list per epoch (e.g. PromptIR repeats
             Rain100L 120 times), so that small real sets weigh against the clean images.
     """
 
     train: tuple[str, ...] = ()
-    pairs: tuple[tuple[str, str, str], ...] = ()
+    pairs: tuple[tuple[str, ...], ...] = ()
     pair_repeat: int = 1
     root: str | None = None
     crop: int = 64
@@ -424,12 +426,14 @@ def _optimizers(raw: Any) -> dict[str, OptimSpec]:
     return result
 
 
-def _resolve_pair_paths(pairs: tuple[tuple[str, str, str], ...], base: Path | None, root: str | None) -> tuple[tuple[str, str, str], ...]:
+def _resolve_pair_paths(pairs: tuple[tuple[str, ...], ...], base: Path | None, root: str | None) -> tuple[tuple[str, ...], ...]:
     """Relative ``data.pairs`` folders: under the data root, else the current directory, else
     beside the recipe (the first that exists; left as given when none does, for a clear error later)."""
     from irc.data import data_root
 
     def resolve(entry: str) -> str:
+        if not entry.strip():
+            return entry  # rejected by the range checks; Path("") would be "."
         path = Path(entry).expanduser()
         if path.is_absolute():
             return str(path)
@@ -438,7 +442,7 @@ def _resolve_pair_paths(pairs: tuple[tuple[str, str, str], ...], base: Path | No
                 return str((folder / path).resolve())
         return entry
 
-    return tuple((task.strip(), resolve(lq), resolve(gt)) for task, lq, gt in pairs)
+    return tuple((e[0].strip(), *(resolve(f) for f in e[1:3]), *e[3:]) if len(e) >= 3 else tuple(e) for e in pairs)
 
 
 def _resolve_train_paths(entries: tuple[str, ...], base: Path | None) -> tuple[str, ...]:
@@ -528,9 +532,16 @@ def _check_ranges(recipe: Recipe) -> None:
             f"recipe data.pairs need a degradation that keeps the image size and the target "
             f"(none, noise, jpeg or mixture), not {d.degradation!r}"
         )
+    from irc.data.benchmarks import PAIRING_RULES
+
     for entry in d.pairs:
-        if not all(part.strip() for part in entry):
-            raise UsageError(f"recipe data.pairs entry {list(entry)} needs a task, a degraded folder and a clean folder")
+        if len(entry) not in (3, 4) or not all(part.strip() for part in entry):
+            raise UsageError(
+                f"recipe data.pairs entry {list(entry)} needs a task, a degraded folder, a clean folder and "
+                f"optionally a pairing rule, e.g. --set 'data.pairs=[[\"rain\", \"rainy\", \"norain\", \"rain\"]]'"
+            )
+        if len(entry) == 4 and entry[3] not in PAIRING_RULES:
+            raise UsageError(f"recipe data.pairs pairing {entry[3]!r} is not one of {', '.join(PAIRING_RULES)}")
     if d.degradation.startswith("bicubic"):
         factor = int(parse_degradation(d.degradation).low)
         if d.crop % factor:

@@ -31,8 +31,8 @@ Choices, and why:
   degradation is applied on the device. Real pairs (``data.pairs``) follow the clean crops in
   the same stream and keep their own degraded input and task label. Sample number ``q`` of the global
   stream is item ``perm_e[q mod n]`` of epoch ``e = q div n`` (``perm_e`` a permutation seeded
-  by ``(seed, e)``), its crop is seeded by ``(seed, e, index)`` and its degradation by
-  ``(seed, q)``. Process ``r`` of ``W`` takes samples ``[p + r B, p + (r + 1) B)`` of each
+  by ``(seed, e)``), its crop is seeded by ``(seed, e, index)`` (index within its set; real
+  pair set ``n`` uses a seed derived from ``(seed, n)``) and its degradation by ``(seed, q)``. Process ``r`` of ``W`` takes samples ``[p + r B, p + (r + 1) B)`` of each
   micro-batch window ``[p, p + W B)``. Nothing depends on worker count or history, so resuming
   is "start the stream at the stored sample count", exactly, even with another worker count.
   The method's own randomness (``torch.rand`` inside ``training_step``) is seeded per
@@ -115,6 +115,7 @@ _PARTIAL = ".partial"
 _ORDER_STREAM = 0x6F72  # "or": epoch permutations
 _DEGRADE_STREAM = 0x6467  # "dg": per-sample degradation parameters
 _METHOD_STREAM = 0x6D74  # "mt": torch RNG of training_step
+_PAIRS_STREAM = 0x7072  # "pr": crops of real pair set n (so they do not repeat the clean crops' draws)
 _BUCKET_BYTES = 32 << 20
 
 
@@ -363,6 +364,8 @@ def _training_stream(recipe: Recipe) -> _TrainingStream:
     """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
     from irc.data.folders import CubeFolder, PairedFolder
 
+    from irc.data.benchmarks import PAIRING_RULES
+
     d = recipe.data
     if not d.train and not d.pairs:
         raise UsageError("the recipe has no training data: set data.train to training-set names or folders (or data.pairs to real pairs)")
@@ -370,12 +373,27 @@ def _training_stream(recipe: Recipe) -> _TrainingStream:
     if isinstance(clean, CubeFolder) and d.pairs:
         raise UsageError("data.pairs are image pairs; they cannot join hyperspectral training cubes")
     pairs = []
-    for task, lq, gt in d.pairs:
+    for number, (task, lq, gt, *rule) in enumerate(d.pairs):
         for folder in (lq, gt):
             if not Path(folder).exists():
                 raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
-        pairs.append((task, PairedFolder(lq, gt, crop=d.crop, augment=d.augment, grey=d.grey, repeat=d.pair_repeat, seed=recipe.seed)))
+        pairs.append((task, PairedFolder(
+            lq, gt, _pairing(PAIRING_RULES[rule[0] if rule else "stem"], Path(gt)), crop=d.crop, augment=d.augment,
+            grey=d.grey, repeat=d.pair_repeat, seed=_seed(recipe.seed, _PAIRS_STREAM, number),
+        )))  # fmt: skip
     return _TrainingStream(clean, pairs)
+
+
+def _pairing(rule, gt_folder: Path):
+    """A :data:`irc.data.folders.Pairing` callable: degraded stem -> the clean stem with the same key."""
+    from irc.data._common import list_images
+
+    if gt_folder.is_file():
+        return "stem"
+    by_key: dict[str, str] = {}
+    for path in list_images(gt_folder, recursive=True):
+        by_key.setdefault(rule(path.stem), path.stem)
+    return lambda stem: by_key.get(rule(stem), stem)
 
 
 def _training_dataset(recipe: Recipe) -> Dataset:
@@ -402,7 +420,10 @@ def _training_dataset(recipe: Recipe) -> Dataset:
     if any(cubes):
         if not all(cubes):
             raise UsageError("data.train mixes hyperspectral cubes (.mat) with images; a run trains on one kind")
-        return CubeFolder(roots, d.crop, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
+        if d.grey or d.degradation.strip().lower() != "none":
+            raise UsageError("hyperspectral training cubes take data.grey = false and data.degradation = \"none\" (the method measures them)")
+        bands = int(recipe.config.get("bands", 28))
+        return CubeFolder(roots, d.crop, bands=bands, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
     return ImageFolder(roots, d.crop, grey=d.grey, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
 
 
@@ -754,12 +775,13 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
 
     public = recipe_to_dict(recipe)
     public["data"]["train"] = [e if e in TRAINING_SETS else Path(e).name for e in recipe.data.train]
+    public["data"]["pairs"] = [[task, Path(lq).name, Path(gt).name, *rest] for task, lq, gt, *rest in recipe.data.pairs]
     if public["data"].get("root"):
         public["data"]["root"] = None
     meta = dict(method.metadata())
     meta.update(
         recipe=json.dumps(public, sort_keys=True),
-        data=json.dumps({k: public["data"][k] for k in ("train", "degradation", "crop", "grey")}, sort_keys=True),
+        data=json.dumps({k: public["data"][k] for k in ("train", "pairs", "degradation", "crop", "grey")}, sort_keys=True),
         steps=str(steps),
         trained_on=trained_on,
     )

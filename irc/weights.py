@@ -416,6 +416,10 @@ def _looks_like_hub_id(spec: str) -> bool:
     if spec.startswith(("/", ".", "~")) or "\\" in spec or ":" in spec:
         return False
     parts = spec.split("/")
+    if Path(parts[0]).is_dir():
+        # "weights/lorun/x.safetensors" run where weights/ exists: a local path (missing file),
+        # not the hub repository "weights/lorun"
+        return False
     return len(parts) >= 3 and all(parts) and bool(Path(parts[-1]).suffix)
 
 

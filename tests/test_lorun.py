@@ -444,6 +444,8 @@ def test_cassi_crops_smaller_than_the_mask_use_a_window_of_it(cassi_mask):
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert m.network.rho_raw.grad is not None
+    with pytest.raises(UsageError, match="28-band cubes, got 3-channel"):
+        m.training_step(TrainBatch(lq=torch.rand(1, 3, 16, 16), gt=torch.rand(1, 3, 16, 16)), step=0)
     with pytest.raises(UsageError, match="larger than"):
         m.training_step(TrainBatch(lq=torch.rand(1, 28, 32, 32), gt=torch.rand(1, 28, 32, 32)), step=0)
 

@@ -504,3 +504,30 @@ def test_ema_math_and_swap():
     assert other.updates == ema.updates == 2
     with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
+
+
+def test_rain100l_names_pair_with_the_rain_rule_and_exports_keep_folder_names_only(images, tmp_path):
+    from safetensors import safe_open
+
+    rng = np.random.default_rng(5)
+    lq_dir, gt_dir = tmp_path / "Rain100L" / "rainy", tmp_path / "Rain100L" / "norain"
+    lq_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    for i in range(1, 3):
+        clean = (rng.random((20, 20, 3)) * 200).astype(np.uint8)
+        Image.fromarray(clean).save(gt_dir / f"norain-{i:03d}.png")
+        Image.fromarray(clean // 2).save(lq_dir / f"rain-{i:03d}.png")
+    by_stem = make_recipe(images, data={"pairs": [["rain", str(lq_dir), str(gt_dir)]]})
+    with pytest.raises(IrcError, match="no ground-truth partner"):
+        train(by_stem, tmp_path / "a", quiet=True)
+    with pytest.raises(UsageError, match="pairing 'nope'"):
+        make_recipe(images, data={"pairs": [["rain", str(lq_dir), str(gt_dir), "nope"]]})
+    with pytest.raises(UsageError, match="needs a task"):
+        make_recipe(images, data={"pairs": [["rain", "", str(gt_dir)]]})
+    recipe = make_recipe(images, data={"pairs": [["rain", str(lq_dir), str(gt_dir), "rain"]]})
+    out = tmp_path / "w.safetensors"
+    assert train(recipe, tmp_path / "b", quiet=True, export=out).status == "finished"
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert str(tmp_path) not in meta["recipe"] and str(tmp_path) not in meta["data"]
+    assert json.loads(meta["data"])["pairs"] == [["rain", "rainy", "norain", "rain"]]

@@ -299,6 +299,19 @@ def test_resolve_unknown_name(shipped):
         resolve_weights("nope")
 
 
+def test_missing_relative_path_under_an_existing_folder_is_not_a_hub_id(shipped, tmp_path, monkeypatch):
+    from irc.errors import WeightsNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights" / "lorun").mkdir(parents=True)
+    with pytest.raises(WeightsNotFoundError, match="weights file not found") as err:
+        resolve_weights("weights/lorun/missing.safetensors", offline=True)
+    assert err.value.exit_code == 2
+    # without such a folder, three segments with a suffix stay a hub id (offline: not downloaded)
+    with pytest.raises(WeightsError, match="taken as a hub id"):
+        resolve_weights("org/repo/missing.safetensors", offline=True)
+
+
 def test_resolve_by_path(shipped, tmp_path):
     target, data = shipped
     # The shipped file by its path: recognised and verified.

@@ -130,6 +130,7 @@ __all__ = [
     "Protocol",
     "Sample",
     "TrainingSetInfo",
+    "PAIRING_RULES",
     "benchmark_names",
     "fetch_dataset",
     "open_benchmark",
@@ -331,6 +332,16 @@ def _sots_key(stem: str) -> str:
     return stem.split("_", 1)[0]
 
 
+PAIRING_RULES: dict[str, Callable[[str], str]] = {
+    "stem": lambda stem: stem,
+    "rain": _rain_key,
+    "reside": _sots_key,
+}
+"""How a degraded file name matches its clean partner's (both stems go through the rule):
+``stem`` (identical names), ``rain`` (Rain100L/Rain100H: ``rain-001`` / ``norain-001``),
+``reside`` (RESIDE/SOTS: ``0001_0.8_0.2`` / ``0001``)."""
+
+
 def _find_urban100(folder: Path) -> list[_Item]:
     return _clean()(_first_dir(folder, "HR", "hr"))
 
@@ -516,10 +527,12 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
 
 @dataclass(frozen=True)
 class TrainingSetInfo:
-    """A training image collection (clean images; degradations are synthesised).
+    """A training collection of clean images (degradations are synthesised), or of clean
+    hyperspectral cubes (CASSI measures them itself).
 
     Attributes:
-        name: Registry key. folder: Folder under the data root. channels: 1 or 3.
+        name: Registry key. folder: Folder under the data root. channels: 1 or 3 (images),
+            28 (``.mat`` cubes).
         in_pack: Provided by the data pack. description: What it is.
         url, sha256, archive_subdir: As in :class:`BenchmarkInfo`.
     """

@@ -10,6 +10,7 @@ so set the epoch before the loader's iterator is created (or do not use persiste
 Tensors returned are ``(C, H, W)`` float32 in ``[0, 1]``: ``C = 1`` when ``grey=True`` (colour
 sources converted to BT.601 full-range luma ``0.299 R + 0.587 G + 0.114 B``) and ``C = 3``
 otherwise (grey sources replicated), so that batches of mixed sources stack.
+:class:`CubeFolder` returns hyperspectral cubes instead, ``C`` = the number of bands.
 """
 
 from __future__ import annotations

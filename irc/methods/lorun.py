@@ -699,6 +699,11 @@ class LoRun(Method):
         also lets a CPU run train on small crops. Crops of the mask's size use the whole mask
         (MST's simulation protocol).
         """
+        if gt.shape[1] != self.config.bands:
+            raise UsageError(
+                f"lorun cassi trains on {self.config.bands}-band cubes, got {gt.shape[1]}-channel images: "
+                "set data.train to hyperspectral cubes (the cave set or a folder of .mat files)"
+            )
         mask = self.network.mask
         (h, w), (mh, mw) = gt.shape[-2:], mask.shape[-2:]
         if (h, w) != (mh, mw):

@@ -288,7 +288,8 @@ def load_cube(path: str | os.PathLike) -> Tensor:
 
     The variable is ``img`` (KAIST ``Truth`` scenes, already in ``[0, 1]``) or ``img_expand``
     (MST's ``cave_1024_28`` training cubes). Values above 1.5 are taken as MST's 16-bit scaling
-    and divided by 65536, as MST's loaders do (``simulation/train_code/utils.py``).
+    and divided by 65536, as MST's loaders do (``simulation/train_code/utils.py``); a ``uint8``
+    cube is divided by 255.
 
     Raises:
         IrcError: missing/unreadable file, no such variable, or not a 3-D array.
@@ -297,10 +298,13 @@ def load_cube(path: str | os.PathLike) -> Tensor:
     key, cube = load_mat_array(p, prefer=("img", "img_expand"))
     if key not in ("img", "img_expand"):
         raise IrcError(f"{p}: expected a variable 'img' or 'img_expand', found {key!r}")
+    eight_bit = np.asarray(cube).dtype == np.uint8
     cube = np.asarray(cube, dtype=np.float64)
     if cube.ndim != 3:
         raise IrcError(f"{p}: {key!r} has shape {cube.shape}, expected H x W x bands")
-    if cube.max(initial=0.0) > 1.5:
+    if eight_bit:
+        cube = cube / 255.0
+    elif cube.max(initial=0.0) > 1.5:
         cube = cube / 65536.0
     return torch.from_numpy(np.ascontiguousarray(cube.transpose(2, 0, 1))).to(torch.float32)
 
