@@ -1377,7 +1377,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
         out: the ``.safetensors`` file to write.
         checkpoint: a checkpoint folder (default: the latest of ``run_dir``).
         ema: use the EMA weights when the run kept them.
-        name: the weights' manifest name (default: the run directory's name).
+        name: the weights' manifest name (default: the recipe's ``export.name``, else the run
+            directory's name).
 
     Returns:
         ``(path, sha256)``.
@@ -1397,7 +1398,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
     method = get_method(recipe.method).from_config(recipe.config, device="cpu")
     weights = state["ema"]["shadow"] if ema and state.get("ema") else state["network"]
     method.network.load_state_dict(weights)
-    return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name or run_dir.name)
+    name = name or recipe.export.name or run_dir.name
+    return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1437,8 +1439,8 @@ def run_train_command(
             raise UsageError("--export-only needs --run-dir (or the recipe whose default run directory to use)")
         checkpoint = None if resume in (None, "auto") else _resolve_resume(resume, directory)
         path, sha = export_run(directory, export, checkpoint=checkpoint)
-        metadata_method = load_recipe(directory / RESOLVED_RECIPE).method
-        print(f"exported {path}\nsha256 {sha}\n\n{_manifest_snippet(directory.name, metadata_method, path, sha)}")
+        resolved = load_recipe(directory / RESOLVED_RECIPE)
+        print(f"exported {path}\nsha256 {sha}\n\n{_manifest_snippet(resolved.export.name or directory.name, resolved.method, path, sha)}")
         return 0
     if recipe is None:
         raise UsageError("give a recipe file: irc train RECIPE.toml (see recipes/README.md)")

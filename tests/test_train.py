@@ -365,7 +365,7 @@ def test_export_loads_with_from_weights(images, tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["method"] == "tiny" and meta["steps"] == "2" and meta["trained_on"] == "1x CPU" and meta["irc_version"]
     assert meta["name"] == "tiny-denoise"
-    assert json.loads(meta["data"]) == {"train": [images.name], "degradation": "noise:25", "crop": 16, "grey": False}
+    assert json.loads(meta["data"]) == {"train": [images.name], "pairs": [], "degradation": "noise:25", "crop": 16, "grey": False}
     assert json.loads(meta["recipe"])["steps"] == 2
 
     # The export holds the EMA weights; --export-only from the run gives the same tensors.
@@ -374,6 +374,12 @@ def test_export_loads_with_from_weights(images, tmp_path, capsys):
     again = tmp_path / "again.safetensors"
     assert main(["train", "--run-dir", str(tmp_path / "run"), "--export-only", "--export", str(again)]) == 0
     assert_same(load_weights(again)[0], load_weights(out)[0])
+    assert read_metadata(again)["name"] == "run"  # no export.name in the recipe: the run directory's name
+    named = make_recipe(images, steps=1, config={"width": 3}, export={"name": "my-name"})
+    assert main(["train", str(write_recipe(named, tmp_path / "other.toml")), "--run-dir", str(tmp_path / "run2"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(tmp_path / "run2"), "--export-only", "--export", str(again)]) == 0
+    assert read_metadata(again)["name"] == "my-name" and 'name = "my-name"' in capsys.readouterr().out
     assert main(["train", "--export-only", "--run-dir", str(tmp_path / "run")]) == 2
     assert "needs --export" in capsys.readouterr().err
 
