@@ -507,3 +507,48 @@ def test_training_data_does_not_mix_cubes_and_images(tmp_path):
         _training_dataset(recipe)
     only_cubes = build_recipe({"method": "lorun", "data": {"train": [str(tmp_path / "cubes")], "crop": 8}})
     assert _training_dataset(only_cubes)[0].shape == (28, 8, 8)
+
+
+def test_resolve_kernel_from_index_gaussian_and_files(tmp_path):
+    import scipy.io
+    from PIL import Image
+
+    from irc.operators.blur_kernels import gaussian_kernel
+    from irc.operators.blur_sr import load_usrnet_kernels, resolve_kernel
+
+    assert torch.equal(resolve_kernel(3), load_usrnet_kernels()[3]) and torch.equal(resolve_kernel("3"), resolve_kernel(3))
+    g = resolve_kernel("gaussian:1.5")
+    assert g.shape == (11, 11) and abs(float(g.sum()) - 1) < 1e-6
+    assert torch.allclose(g, torch.from_numpy(gaussian_kernel(11, 1.5)).float())
+    raw = np.outer([1.0, 2.0, 1.0], [1.0, 4.0, 1.0])
+    np.save(tmp_path / "k.npy", raw)
+    scipy.io.savemat(str(tmp_path / "k.mat"), {"psf": raw})
+    Image.fromarray((raw / raw.max() * 255).astype(np.uint8)).save(tmp_path / "k.png")
+    expected = torch.from_numpy(raw / raw.sum()).float()
+    for name, tol in (("k.npy", 1e-6), ("k.mat", 1e-6), ("k.png", 5e-3)):  # the PNG holds truncated 8-bit values
+        assert torch.allclose(resolve_kernel(str(tmp_path / name)), expected, atol=tol), name
+    np.save(tmp_path / "bad.npy", -raw)
+    for bad, error in [(12, UsageError), ("gaussian:0", UsageError), (str(tmp_path / "bad.npy"), UsageError), (str(tmp_path / "none.npy"), IrcError)]:
+        with pytest.raises(error):
+            resolve_kernel(bad)
+
+
+def test_cli_restore_sr_with_a_kernel_file_matches_the_named_kernel(tmp_path):
+    from PIL import Image
+
+    from irc.cli import main
+    from irc.operators.blur_sr import BlurDownsample, resolve_kernel
+
+    m, weights = _tiny_weights(tmp_path, task="sr", scale=2)
+    k = resolve_kernel("gaussian:1.2")
+    np.save(tmp_path / "psf.npy", k.double().numpy())
+    hr = torch.rand(1, 3, 24, 20)
+    lr = BlurDownsample(k, 2).A(hr).clamp(0, 1)
+    Image.fromarray((lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "lr.png")
+    outs = []
+    for i, spec in enumerate(["gaussian:1.2", str(tmp_path / "psf.npy")]):
+        out = tmp_path / f"out{i}"
+        assert main(["restore", "--method", "lorun", "--weights", str(weights), "-O", f"kernel={spec}", "-o", str(out), "-q", str(tmp_path / "lr.png")]) == 0
+        outs.append(np.asarray(Image.open(out / "lr_lorun.png")))
+    assert outs[0].shape == (24, 20, 3) and np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1
+    assert main(["restore", "--method", "lorun", "--weights", str(weights), "-O", "kernel=13", "-q", str(tmp_path / "lr.png")]) == 2

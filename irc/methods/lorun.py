@@ -439,7 +439,7 @@ class LoRun(Method):
         Knob("ratio", float, 0.0, "CS sampling ratio; must match the weights (0: the weights' ratio)"),
         Knob("measurement", str, "", "reconstruct this measurement file instead of simulating one (CS: .safetensors/.npz y; CASSI: .mat)"),
         Knob("scale", float, 0.0, "SR factor; must match the weights (0: the weights' factor)"),
-        Knob("kernel", int, 0, "SR: index (0-11) of the USRNet kernel that blurred the input"),
+        Knob("kernel", int | str, 0, "SR: the blur of the input: a USRNet kernel index 0-11 (data pack), gaussian:SIGMA, or a kernel file (.npy, .mat, image)"),
         Knob("mask", str, "", "CASSI: coded-mask .mat for --measurement when it differs from the weights' mask (e.g. CASSI/real/mask.mat)"),
         Knob("stages", int, 0, "unfolded stages to run (0: all)"),
     )
@@ -555,8 +555,10 @@ class LoRun(Method):
             )
         if values["scale"] and cfg.task == "sr" and abs(values["scale"] - cfg.scale) > 1e-9:
             raise UsageError(f"these lorun weights are for x{cfg.scale} SR; got scale {values['scale']:g}")
-        if not 0 <= values["kernel"] < 12:
-            raise UsageError(f"kernel must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
+        if isinstance(values["kernel"], int) and not 0 <= values["kernel"] < 12:
+            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
+        if cfg.task == "sr":
+            self._kernel_tensor(values["kernel"])  # a missing or malformed kernel fails before any image
         if not 0 <= values["stages"] <= self.network.stages:
             raise UsageError(f"stages must be 0..{self.network.stages}, got {values['stages']}")
 
@@ -617,7 +619,7 @@ class LoRun(Method):
             return self._forward_cs(x, stages)
         if task == "cassi":
             return self._forward_cassi(x, stages)
-        return self._forward_sr(x, int(knobs.get("kernel", 0)), stages)
+        return self._forward_sr(x, self._kernel_tensor(knobs.get("kernel", 0)), stages)
 
     def _forward_cs(self, x: Tensor, stages: int | None) -> Tensor:
         from irc.operators.cs import crop, pad_to_block
@@ -649,6 +651,18 @@ class LoRun(Method):
         op = self._cassi_op(mask)
         x0 = op.A_adjoint(y) * (2.0 / self.config.bands)
         return self.network.unfold(op, y, x0, stages)
+
+    def _kernel_tensor(self, spec: int | str | Tensor) -> Tensor:
+        """The SR blur kernel of a ``kernel`` knob (see :func:`irc.operators.blur_sr.resolve_kernel`),
+        cached per value so that tiles and batches do not reread a kernel file."""
+        from irc.operators.blur_sr import resolve_kernel
+
+        if isinstance(spec, Tensor):
+            return spec
+        cache = self.__dict__.setdefault("_kernel_cache", {})
+        if spec not in cache:
+            cache[spec] = resolve_kernel(spec)
+        return cache[spec]
 
     def _sr_op(self, kernel: int | Tensor):
         from irc.operators.blur_sr import BlurDownsample, load_usrnet_kernels

@@ -28,6 +28,7 @@ __all__ = [
     "downsample",
     "upsample_zeros",
     "load_usrnet_kernels",
+    "resolve_kernel",
 ]
 
 
@@ -205,3 +206,68 @@ def load_usrnet_kernels(path: str | os.PathLike | None = None, *, dtype: torch.d
     """
     p = data_file("kernels/kernels_12.mat") if path is None else path
     return load_kernels_mat(p, "kernels" if path is None else None, dtype=dtype)
+
+
+def resolve_kernel(spec: int | str, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The blur kernel a user names, ``(k, k)`` (or ``(kh, kw)``), non-negative, summing to 1.
+
+    Args:
+        spec: an index 0-11 of the USRNet kernels (needs the data pack's ``kernels_12.mat``);
+            ``"gaussian:SIGMA"`` (isotropic, size ``2 ceil(3 SIGMA) + 1``, no data needed); or a
+            file: ``.npy`` (a 2-D array), ``.mat`` (its first 2-D variable) or an image (grey
+            values, e.g. a measured PSF saved as PNG).
+        dtype: tensor dtype.
+
+    Raises:
+        UsageError: an index out of range, a bad ``gaussian:`` value, or a kernel that is not a
+            2-D array with a positive sum. IrcError: a missing or unreadable file.
+    """
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from irc.errors import IrcError, UsageError
+
+    if isinstance(spec, str) and spec.strip().lstrip("-").isdigit():
+        spec = int(spec)
+    if isinstance(spec, int):
+        if not 0 <= spec < 12:
+            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {spec}")
+        try:
+            return load_usrnet_kernels(dtype=dtype)[spec]
+        except IrcError as err:
+            raise IrcError(f"{err}; or give the kernel itself: gaussian:SIGMA or a .npy/.mat/image file") from None
+    text = str(spec).strip()
+    if text.lower().startswith("gaussian:"):
+        from irc.operators.blur_kernels import gaussian_kernel
+
+        try:
+            sigma = float(text.split(":", 1)[1])
+        except ValueError:
+            sigma = -1.0
+        if not 0 < sigma <= 20:
+            raise UsageError(f"kernel {text!r}: expected gaussian:SIGMA with 0 < SIGMA <= 20 (pixels)")
+        k = gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise IrcError(f"kernel file not found: {path} (give an index 0-11, gaussian:SIGMA, or a .npy/.mat/image file)")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            try:
+                k = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise IrcError(f"{path}: not a readable .npy array ({err})") from None
+        elif suffix == ".mat":
+            from irc.operators.kernels_io import load_mat_array
+
+            _, k = load_mat_array(path)
+        else:
+            from irc.io import read_image
+
+            k = np.asarray(read_image(path).pixels, dtype=np.float64)[:3].mean(0)  # (C, H, W) -> grey
+        k = np.squeeze(np.asarray(k, dtype=np.float64))
+    if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
+        raise UsageError(f"kernel {text!r}: expected a 2-D, non-negative array with a positive sum, got shape {k.shape}")
+    return torch.from_numpy(np.ascontiguousarray(k / k.sum())).to(dtype)
