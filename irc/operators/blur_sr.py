@@ -267,7 +267,10 @@ def resolve_kernel(spec: int | str, *, dtype: torch.dtype = torch.float32) -> Te
             from irc.io import read_image
 
             k = np.asarray(read_image(path).pixels, dtype=np.float64)[:3].mean(0)  # (C, H, W) -> grey
-        k = np.squeeze(np.asarray(k, dtype=np.float64))
+        try:
+            k = np.squeeze(np.asarray(k, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise UsageError(f"kernel file {path}: not a numeric 2-D array") from None
     if k.ndim != 2 or not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
         raise UsageError(f"kernel {text!r}: expected a 2-D, non-negative array with a positive sum, got shape {k.shape}")
     return torch.from_numpy(np.ascontiguousarray(k / k.sum())).to(dtype)
