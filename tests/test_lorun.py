@@ -115,7 +115,7 @@ def test_gradient_step_reduces_measurement_residual(task, cassi_mask):
     elif task == "cassi":
         op, x = m._cassi_op(), torch.rand(1, 28, 24, 24)
     else:
-        op, x = m._sr_op(0), torch.rand(1, 3, 32, 32)
+        op, x = m._sr_op(m._kernel_tensor(0)), torch.rand(1, 3, 32, 32)
     y = op.A(x)
     guess = torch.rand_like(x)
     rho = m.network.rho()[0]

@@ -454,6 +454,7 @@ class LoRun(Method):
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         cfg = self.config
+        self._kernels: dict[int | str, Tensor] = {}  # SR blur kernels by knob value (see _kernel_tensor)
         if cfg.task == "sr":
             self.tile_spec = TileSpec(support="supported", scale=float(cfg.scale), multiple_of=4, min_overlap=16, default_tile=256)
             self.input_channels = (3,)
@@ -619,7 +620,7 @@ class LoRun(Method):
             return self._forward_cs(x, stages)
         if task == "cassi":
             return self._forward_cassi(x, stages)
-        return self._forward_sr(x, self._kernel_tensor(knobs.get("kernel", 0)), stages)
+        return self._forward_sr(x, self._sr_op(self._kernel_tensor(knobs.get("kernel", 0))), stages)
 
     def _forward_cs(self, x: Tensor, stages: int | None) -> Tensor:
         from irc.operators.cs import crop, pad_to_block
@@ -652,27 +653,22 @@ class LoRun(Method):
         x0 = op.A_adjoint(y) * (2.0 / self.config.bands)
         return self.network.unfold(op, y, x0, stages)
 
-    def _kernel_tensor(self, spec: int | str | Tensor) -> Tensor:
-        """The SR blur kernel of a ``kernel`` knob (see :func:`irc.operators.blur_sr.resolve_kernel`),
-        cached per value so that tiles and batches do not reread a kernel file."""
+    def _kernel_tensor(self, spec: int | str) -> Tensor:
+        """The SR blur kernel of a ``kernel`` value (see :func:`irc.operators.blur_sr.resolve_kernel`),
+        cached per value so that tiles, batches and training steps do not reread a kernel file."""
         from irc.operators.blur_sr import resolve_kernel
 
-        if isinstance(spec, Tensor):
-            return spec
-        cache = self.__dict__.setdefault("_kernel_cache", {})
-        if spec not in cache:
-            cache[spec] = resolve_kernel(spec)
-        return cache[spec]
+        if spec not in self._kernels:
+            self._kernels[spec] = resolve_kernel(spec)
+        return self._kernels[spec]
 
-    def _sr_op(self, kernel: int | Tensor):
-        from irc.operators.blur_sr import BlurDownsample, load_usrnet_kernels
+    def _sr_op(self, kernel: Tensor):
+        from irc.operators.blur_sr import BlurDownsample
 
-        if isinstance(kernel, int):
-            kernel = load_usrnet_kernels()[kernel]
         return BlurDownsample(kernel.to(self.device), int(self.config.scale))
 
-    def _forward_sr(self, y: Tensor, kernel: int | Tensor, stages: int | None) -> Tensor:
-        op = self._sr_op(kernel)
+    def _forward_sr(self, y: Tensor, op, stages: int | None) -> Tensor:
+        """High-resolution image from ``y``, starting at its bicubic up-sampling."""
         x0 = F.interpolate(y, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
         return self.network.unfold(op, y, x0, stages)
 
@@ -692,17 +688,9 @@ class LoRun(Method):
         elif task == "cassi":
             out = self._train_cassi(gt, step)
         else:
-            from irc.operators.blur_sr import load_usrnet_kernels
-
-            kernels = getattr(self, "_kernels", None)
-            if kernels is None:
-                kernels = self._kernels = load_usrnet_kernels()
             g = torch.Generator().manual_seed(int(step))
-            k = kernels[int(torch.randint(len(kernels), (1,), generator=g))]
-            op = self._sr_op(k)
-            y = op.A(gt)
-            x0 = F.interpolate(y, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
-            out = self.network.unfold(op, y, x0)
+            op = self._sr_op(self._kernel_tensor(int(torch.randint(12, (1,), generator=g))))  # one of the 12 USRNet kernels
+            out = self._forward_sr(op.A(gt), op, None)
         return {"main": F.mse_loss(out, gt)}
 
     def _train_cassi(self, gt: Tensor, step: int) -> Tensor:
