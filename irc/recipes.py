@@ -426,6 +426,14 @@ def _optimizers(raw: Any) -> dict[str, OptimSpec]:
     return result
 
 
+def _find_relative(path: Path, folders: tuple[Path | None, ...]) -> Path | None:
+    """``folder / path`` resolved, for the first of ``folders`` where it exists (``None``: nowhere)."""
+    for folder in folders:
+        if folder is not None and (folder / path).exists():
+            return (folder / path).resolve()
+    return None
+
+
 def _resolve_pair_paths(pairs: tuple[tuple[str, ...], ...], base: Path | None, root: str | None) -> tuple[tuple[str, ...], ...]:
     """Relative ``data.pairs`` folders: under the data root, else the current directory, else
     beside the recipe (the first that exists; left as given when none does, for a clear error later)."""
@@ -437,10 +445,8 @@ def _resolve_pair_paths(pairs: tuple[tuple[str, ...], ...], base: Path | None, r
         path = Path(entry).expanduser()
         if path.is_absolute():
             return str(path)
-        for folder in (data_root(root), Path.cwd(), base):
-            if folder is not None and (folder / path).exists():
-                return str((folder / path).resolve())
-        return entry
+        found = _find_relative(path, (data_root(root), Path.cwd(), base))
+        return entry if found is None else str(found)
 
     return tuple((e[0].strip(), *(resolve(f) for f in e[1:3]), *e[3:]) if len(e) >= 3 else tuple(e) for e in pairs)
 
@@ -457,10 +463,7 @@ def _resolve_train_paths(entries: tuple[str, ...], base: Path | None) -> tuple[s
             continue
         path = Path(entry).expanduser()
         if not path.is_absolute():
-            for candidate in (Path.cwd() / path, (base / path) if base else None):
-                if candidate is not None and candidate.exists():
-                    path = candidate.resolve()
-                    break
+            path = _find_relative(path, (Path.cwd(), base)) or path
         resolved.append(str(path))
     return tuple(resolved)
 

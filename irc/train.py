@@ -362,7 +362,7 @@ def _is_cube_source(path: Path) -> bool:
 
 def _training_stream(recipe: Recipe) -> _TrainingStream:
     """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
-    from irc.data.folders import CubeFolder, PairedFolder
+    from irc.data.folders import CubeFolder, PairByKey, PairedFolder
 
     from irc.data.benchmarks import PAIRING_RULES
 
@@ -378,22 +378,10 @@ def _training_stream(recipe: Recipe) -> _TrainingStream:
             if not Path(folder).exists():
                 raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
         pairs.append((task, PairedFolder(
-            lq, gt, _pairing(PAIRING_RULES[rule[0] if rule else "stem"], Path(gt)), crop=d.crop, augment=d.augment,
+            lq, gt, PairByKey(PAIRING_RULES[rule[0] if rule else "stem"]), crop=d.crop, augment=d.augment,
             grey=d.grey, repeat=d.pair_repeat, seed=_seed(recipe.seed, _PAIRS_STREAM, number),
         )))  # fmt: skip
     return _TrainingStream(clean, pairs)
-
-
-def _pairing(rule, gt_folder: Path):
-    """A :data:`irc.data.folders.Pairing` callable: degraded stem -> the clean stem with the same key."""
-    from irc.data._common import list_images
-
-    if gt_folder.is_file():
-        return "stem"
-    by_key: dict[str, str] = {}
-    for path in list_images(gt_folder, recursive=True):
-        by_key.setdefault(rule(path.stem), path.stem)
-    return lambda stem: by_key.get(rule(stem), stem)
 
 
 def _training_dataset(recipe: Recipe) -> Dataset:

@@ -721,12 +721,6 @@ def _sr_kernel(bench: Benchmark, hr: np.ndarray, index: int, path: Path) -> tupl
     return to_tensor(hr), lr
 
 
-def _load_cassi(path: Path) -> Tensor:
-    from irc.operators.cassi import load_cube
-
-    return load_cube(path)
-
-
 def _paired_images(item: _Item) -> tuple[Tensor, Tensor]:
     lq, gt = read_float(item.lq), read_float(item.gt)
     lq, gt = rgb(lq), rgb(gt)
@@ -763,7 +757,9 @@ def _make_sample(bench: Benchmark, index: int) -> Sample:
         gt = to_tensor(grey_u8(read_u8(item.gt)))
         lq = jpeg_compress(gt[None], int(p.jpeg_quality))[0]
     elif t == "cassi":
-        gt = _load_cassi(item.gt)
+        from irc.operators.cassi import load_cube
+
+        gt = load_cube(item.gt)
         lq = gt.clone()
     elif t.startswith("mixture:"):
         gt = to_tensor(rgb(read_u8(item.gt)))

@@ -16,6 +16,7 @@ otherwise (grey sources replicated), so that batches of mixed sources stack.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,18 +38,27 @@ from irc.data._common import (
 )
 from irc.errors import IrcError, UsageError
 
-__all__ = ["CubeFolder", "ImageFolder", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
+__all__ = ["CubeFolder", "ImageFolder", "PairByKey", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
 
 PathLike = str | os.PathLike
 
-Pairing = str | Mapping[str, str] | Callable[[str], str | Sequence[str]]
+@dataclass(frozen=True)
+class PairByKey:
+    """Pair files whose stems have the same ``key(stem)`` (e.g. ``rain-001`` and ``norain-001``)."""
+
+    key: Callable[[str], str]
+
+
+Pairing = str | Mapping[str, str] | Callable[[str], str | Sequence[str]] | PairByKey
 """How a degraded file finds its clean partner, from the degraded file's stem:
 
 * ``"stem"``: the clean file has the same stem (any image suffix);
 * a suffix map such as ``{"_real": "_mean"}`` (PolyU): a degraded stem ending in a key is paired
   with the stem whose ending is replaced by the value; degraded-folder files ending in no key
   are not degraded images and are skipped (so both kinds may share one folder);
-* a callable ``stem -> gt stem`` (or a list of candidate stems, the first that exists wins).
+* a callable ``stem -> gt stem`` (or a list of candidate stems, the first that exists wins);
+* :class:`PairByKey`: both stems go through its ``key`` and equal keys pair (the first clean
+  file of a key wins).
 """
 
 # A stream tag mixed into the TaskMixtureDataset key so that its degradation draws never
@@ -159,10 +169,14 @@ class ImageFolder(Dataset):
         file_index = self._index(index) % len(self.files)
         if self._cache is not None and file_index in self._cache:
             return self._cache[file_index]
-        arr = _channels(read_float(self.files[file_index]), self.grey)
+        arr = self._read(self.files[file_index])
         if self._cache is not None:
             self._cache[file_index] = arr
         return arr
+
+    def _read(self, path: Path) -> np.ndarray:
+        """Decode one file to ``(H, W, C)`` float32."""
+        return _channels(read_float(path), self.grey)
 
     def __getitem__(self, index: int) -> Tensor:
         index = self._index(index)
@@ -208,19 +222,13 @@ class CubeFolder(ImageFolder):
         """Bands of every item."""
         return self.bands
 
-    def image(self, index: int) -> np.ndarray:
-        """The whole cube behind item ``index`` as ``(H, W, bands)`` float32."""
+    def _read(self, path: Path) -> np.ndarray:
+        """One cube as ``(H, W, bands)`` float32."""
         from irc.operators.cassi import load_cube
 
-        file_index = self._index(index) % len(self.files)
-        if self._cache is not None and file_index in self._cache:
-            return self._cache[file_index]
-        path = self.files[file_index]
         arr = load_cube(path).numpy().transpose(1, 2, 0)
         if arr.shape[2] != self.bands:
             raise IrcError(f"{path}: {arr.shape[2]} bands, expected {self.bands}")
-        if self._cache is not None:
-            self._cache[file_index] = arr
         return arr
 
 
@@ -269,6 +277,11 @@ def pair_files(
         if gt.stem in by_stem and by_stem[gt.stem] != gt:
             raise IrcError(f"ambiguous ground truth: {by_stem[gt.stem]} and {gt} have the same name")
         by_stem[gt.stem] = gt
+    if isinstance(pairing, PairByKey):
+        stem_by_key: dict[str, str] = {}
+        for gt in gt_files:
+            stem_by_key.setdefault(pairing.key(gt.stem), gt.stem)
+        pairing = lambda stem, key=pairing.key: stem_by_key.get(key(stem), stem)  # noqa: E731
     pairs: list[tuple[str, Path, Path]] = []
     for lq in lq_files:
         stem = lq.stem
