@@ -95,11 +95,13 @@ class DataSpec:
         repeat: virtual copies of the file list per epoch (small sets, long epochs).
         degradation: how the input is made from the clean crop, on the device (see
             :func:`parse_degradation`): ``none``, ``noise:25``, ``noise:15-50``, ``jpeg:10``,
-            ``jpeg:30-95``, ``bicubic:4``, ``mixture:mio7``, ``mixture:three``, ``realesrgan``.
+            ``jpeg:30-95``, ``bicubic:4``, ``mixture:mio7``, ``mixture:three``, ``mixture:photo``,
+            ``realesrgan``.
         workers: DataLoader worker processes per training process (0 = load in the main one).
         cache: keep decoded images in memory (each worker holds its own copy).
-        pairs: real degraded/clean pairs added to the stream, each ``[task, lq_folder, gt_folder]``
-            or ``[task, lq_folder, gt_folder, pairing]`` (e.g. ``["rain", "Rain100L/train/rainy",
+        pairs: real degraded/clean pairs added to the stream, each ``[task, pair_set]`` for a named
+            set under the data root (``polyu-train``, see ``irc.data.benchmarks.PAIR_SETS``),
+            ``[task, lq_folder, gt_folder]`` or ``[task, lq_folder, gt_folder, pairing]`` (e.g. ``["rain", "Rain100L/train/rainy",
             "Rain100L/train/norain", "rain"]``): files pair by name (``pairing``: ``stem``, the
             default, ``rain`` or ``reside``, see ``irc.data.benchmarks.PAIRING_RULES``), crops are
             aligned, the input is used as is (no synthetic degradation) and the sample carries
@@ -277,7 +279,7 @@ class DegradationSpec:
         kind: ``none``, ``noise``, ``jpeg``, ``bicubic``, ``mixture`` or ``realesrgan``.
         low, high: the range of ``noise`` (sigma, 0-255) or ``jpeg`` (quality); equal for a
             fixed value. ``bicubic`` keeps its factor in ``low``.
-        name: the mixture's name (``mio7`` or ``three``).
+        name: the mixture's name (``mio7``, ``three`` or ``photo``).
     """
 
     kind: str
@@ -286,8 +288,8 @@ class DegradationSpec:
     name: str | None = None
 
 
-DEGRADATIONS = ("none", "noise:S|A-B", "jpeg:Q|A-B", "bicubic:S", "mixture:mio7|three", "realesrgan")
-MIXTURES = ("mio7", "three")
+DEGRADATIONS = ("none", "noise:S|A-B", "jpeg:Q|A-B", "bicubic:S", "mixture:mio7|three|photo", "realesrgan")
+MIXTURES = ("mio7", "three", "photo")
 _RANGE_RE = re.compile(r"^\s*([0-9.]+)\s*(?:-\s*([0-9.]+)\s*)?$")
 
 
@@ -537,11 +539,15 @@ def _check_ranges(recipe: Recipe) -> None:
         )
     from irc.data.benchmarks import PAIRING_RULES
 
+    from irc.data.benchmarks import PAIR_SETS
+
     for entry in d.pairs:
-        if len(entry) not in (3, 4) or not all(part.strip() for part in entry):
+        named = len(entry) == 2 and entry[1].strip().lower() in PAIR_SETS
+        if not named and (len(entry) not in (3, 4) or not all(part.strip() for part in entry)):
             raise UsageError(
-                f"recipe data.pairs entry {list(entry)} needs a task, a degraded folder, a clean folder and "
-                f"optionally a pairing rule, e.g. --set 'data.pairs=[[\"rain\", \"rainy\", \"norain\", \"rain\"]]'"
+                f"recipe data.pairs entry {list(entry)} needs a task and a named pair set ({', '.join(PAIR_SETS)}), or "
+                f"a task, a degraded folder, a clean folder and optionally a pairing rule, "
+                f"e.g. --set 'data.pairs=[[\"rain\", \"rainy\", \"norain\", \"rain\"]]'"
             )
         if len(entry) == 4 and entry[3] not in PAIRING_RULES:
             raise UsageError(f"recipe data.pairs pairing {entry[3]!r} is not one of {', '.join(PAIRING_RULES)}")

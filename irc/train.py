@@ -202,8 +202,8 @@ class Synthesizer:
     ``noise:A-B`` adds unclipped Gaussian noise with sigma uniform in ``[A, B]`` (0-255 units),
     as DnCNN trains and as the set12/bsd68 protocols test; ``jpeg:A-B`` is a libjpeg round trip
     at a whole quality in ``[A, B]``; ``bicubic:s`` is MATLAB-bicubic downscaling by ``s``,
-    rounded to 8 bits (as stored low-resolution files are); ``mixture:mio7`` / ``mixture:three``
-    draw a task per sample (labels in ``TrainBatch.task``); ``realesrgan`` is the second-order
+    rounded to 8 bits (as stored low-resolution files are); ``mixture:mio7`` / ``mixture:three`` /
+    ``mixture:photo`` (:mod:`irc.operators.photo`) draw a task per sample (labels in ``TrainBatch.task``); ``realesrgan`` is the second-order
     pipeline, whose training target is the sharpened ground truth.
     """
 
@@ -226,7 +226,9 @@ class Synthesizer:
                 three_task_mixture,
             )
 
-            self.op = mio_seven_task_mixture() if self.spec.name == "mio7" else three_task_mixture()
+            from irc.operators.photo import photo_mixture
+
+            self.op = {"mio7": mio_seven_task_mixture, "three": three_task_mixture, "photo": photo_mixture}[self.spec.name]()
         elif kind == "realesrgan":
             from irc.operators.realesrgan import RealESRGANDegradation
 
@@ -252,7 +254,7 @@ class Synthesizer:
                 target, lq, _ = self.op.pair(x, rng)
             elif kind == "mixture":
                 params = self.op.sample(rng)
-                lq, target = self.op.apply(x, params), x
+                lq, target = self.op.apply(x, params), self.op.target(x, params)
                 tasks.append(str(params["task"]))
             else:
                 lq, target = self.op.apply(x, self.op.sample(rng)), x
@@ -364,7 +366,7 @@ def _training_stream(recipe: Recipe) -> _TrainingStream:
     """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
     from irc.data.folders import CubeFolder, PairByKey, PairedFolder
 
-    from irc.data.benchmarks import PAIRING_RULES
+    from irc.data.benchmarks import PAIRING_RULES, pair_set_files
 
     d = recipe.data
     if not d.train and not d.pairs:
@@ -373,12 +375,17 @@ def _training_stream(recipe: Recipe) -> _TrainingStream:
     if isinstance(clean, CubeFolder) and d.pairs:
         raise UsageError("data.pairs are image pairs; they cannot join hyperspectral training cubes")
     pairs = []
-    for number, (task, lq, gt, *rule) in enumerate(d.pairs):
-        for folder in (lq, gt):
-            if not Path(folder).exists():
-                raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
+    for number, (task, *where) in enumerate(d.pairs):
+        if len(where) == 1:
+            lq, gt, pairing = pair_set_files(where[0], d.root)
+        else:
+            lq, gt, *rule = where
+            for folder in (lq, gt):
+                if not Path(folder).exists():
+                    raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
+            pairing = PairByKey(PAIRING_RULES[rule[0] if rule else "stem"])
         pairs.append((task, PairedFolder(
-            lq, gt, PairByKey(PAIRING_RULES[rule[0] if rule else "stem"]), crop=d.crop, augment=d.augment,
+            lq, gt, pairing, crop=d.crop, augment=d.augment,
             grey=d.grey, repeat=d.pair_repeat, seed=_seed(recipe.seed, _PAIRS_STREAM, number),
         )))  # fmt: skip
     return _TrainingStream(clean, pairs)

@@ -23,6 +23,9 @@ from PIL import Image
 
 import irc.data as irc_data
 from irc.data.benchmarks import (
+    POLYU_TEST_SCENES,
+    pair_set_files,
+    polyu_scene,
     BENCHMARKS,
     TRAINING_SETS,
     Benchmark,
@@ -218,13 +221,27 @@ def test_classic5_jpeg_is_deterministic(data_root):
 
 def test_polyu_pairs_match_by_name(data_root):
     bench = open_benchmark("polyu", root=data_root)
-    assert len(bench) == 100
+    assert len(bench) == 20  # the held-out test scenes only
+    assert {polyu_scene(n) for n in bench.names} == set(POLYU_TEST_SCENES)
     for name, lq, gt in zip(bench.names, bench.lq_files, bench.files):
         assert lq.name.startswith(name) and lq.stem == name + "_real"
         assert gt.stem == name + "_mean"
     s = bench[0]
     assert s.gt.shape == s.lq.shape == (3, 512, 512)
     assert not torch.equal(s.gt, s.lq)
+
+
+def test_polyu_split_is_by_scene_and_complete(data_root):
+    """Train and test share no scene, and together they are the 100 pairs."""
+    lq_files, folder, pairing = pair_set_files("polyu-train", data_root)
+    test = open_benchmark("polyu", root=data_root)
+    train_scenes = {polyu_scene(p.stem) for p in lq_files}
+    assert len(lq_files) == 80 and len(test) == 20
+    assert not train_scenes & {polyu_scene(n) for n in test.names}
+    assert polyu_scene("NikonD800_6-3_125_5000_plant__4_real") == "plant"
+    assert polyu_scene("Canon80D_8_8_800_GO_11_mean") == "go"
+    pairs = PairedFolder(lq_files, folder, pairing, crop=64)
+    assert len(pairs) == 80 and pairs[0]["lq"].shape == (3, 64, 64)
 
 
 def test_mixture_protocol_is_deterministic(data_root):

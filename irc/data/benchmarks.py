@@ -31,7 +31,8 @@ cbsd68       denoise (25)    rgb    0           same, colour [4]
 cbsd68 +t    mixture:<t>     rgb    4           MiOIR task t, fixed params per image [5]
 bsd68 +k     sr (USRNet)     rgb    s**2        as set5 + kernel, on the colour CBSD68 [2]
 classic5     jpeg (q10)      grey   0           Pillow/libjpeg round trip at quality q [6]
-polyu        real-denoise    rgb    0           real noisy photo (``*_real``) vs mean (``*_mean``) [7]
+polyu        real-denoise    rgb    0           real noisy photo (``*_real``) vs mean (``*_mean``),
+                                                the test scenes of :data:`POLYU_TEST_SCENES` [7]
 general100   cs / sr         grey   0 / s       as set14 [3] / as set5 [1]
 urban100     sr (x4)         y      s           as set5 [1]
 kaist-cassi  cassi           (28)   0           ``lq = gt`` cube: the method measures it [8]
@@ -94,6 +95,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -131,6 +133,10 @@ __all__ = [
     "Sample",
     "TrainingSetInfo",
     "PAIRING_RULES",
+    "PAIR_SETS",
+    "POLYU_TEST_SCENES",
+    "pair_set_files",
+    "polyu_scene",
     "benchmark_names",
     "fetch_dataset",
     "open_benchmark",
@@ -308,14 +314,35 @@ def _paired(lq_sub: str, gt_sub: str, key: Callable[[str], str] = lambda s: s) -
     return find
 
 
-def _find_polyu(folder: Path) -> list[_Item]:
+#: PolyU scenes held out for testing, by scene word across cameras, so that no test scene is
+#: ever trained on: 20 of the 100 cropped pairs, from all five camera models. ``irc eval
+#: --dataset polyu`` scores these; the named pair set ``polyu-train`` (recipes' ``data.pairs``)
+#: holds the other 80. Our split: PolyU publishes none for the cropped set.
+POLYU_TEST_SCENES: frozenset[str] = frozenset({"bicycle", "book", "door", "flower", "fruit", "printer"})
+
+
+def polyu_scene(stem: str) -> str:
+    """The scene word of a PolyU file stem: ``Canon5D2_5_160_6400_bicycle_10_real`` -> ``bicycle``."""
+    base = re.sub(r"_(real|mean)$", "", stem, flags=re.IGNORECASE)
+    base = re.sub(r"_+\d+$", "", base)  # the crop index (one file has a double underscore)
+    return base.rstrip("_").rsplit("_", 1)[-1].lower()
+
+
+def _polyu_pairs(folder: Path, split: str) -> list[tuple[str, Path, Path]]:
+    """``(name, noisy, clean)`` of one split (``test``, ``train`` or ``all``) of a PolyU folder."""
     from irc.data.folders import pair_files
 
     files = _images(folder)
     real = [p for p in files if p.stem.endswith("_real")]
     if not real:
         raise _Missing(folder / "*_real.JPG")
-    return [_Item(name, gt, lq) for name, lq, gt in pair_files(real, files, {"_real": "_mean"})]
+    if split != "all":
+        real = [p for p in real if (polyu_scene(p.stem) in POLYU_TEST_SCENES) == (split == "test")]
+    return pair_files(real, files, {"_real": "_mean"})
+
+
+def _find_polyu(folder: Path) -> list[_Item]:
+    return [_Item(name, gt, lq) for name, lq, gt in _polyu_pairs(folder, "test")]
 
 
 def _rain_key(stem: str) -> str:
@@ -340,6 +367,52 @@ PAIRING_RULES: dict[str, Callable[[str], str]] = {
 """How a degraded file name matches its clean partner's (both stems go through the rule):
 ``stem`` (identical names), ``rain`` (Rain100L/Rain100H: ``rain-001`` / ``norain-001``),
 ``reside`` (RESIDE/SOTS: ``0001_0.8_0.2`` / ``0001``)."""
+
+@dataclass(frozen=True)
+class PairSetInfo:
+    """A named set of real training pairs for recipes' ``data.pairs`` (``[task, name]``).
+
+    Attributes:
+        name: the name recipes use.
+        folder: its folder under the data root.
+        description: one line for ``irc datasets list``.
+        split: ``(folder) -> (degraded files, clean folder, suffix pairing)``.
+    """
+
+    name: str
+    folder: str
+    description: str
+    split: Callable[[Path], tuple[list[Path], Path, dict[str, str]]]
+
+
+def _polyu_train(folder: Path) -> tuple[list[Path], Path, dict[str, str]]:
+    return [lq for _, lq, _ in _polyu_pairs(folder, "train")], folder, {"_real": "_mean"}
+
+
+PAIR_SETS: dict[str, PairSetInfo] = {
+    "polyu-train": PairSetInfo(
+        "polyu-train", "PolyU_cropped", "the 80 PolyU training pairs (all scenes but POLYU_TEST_SCENES)", _polyu_train
+    ),
+}
+
+
+def pair_set_files(name: str, root: str | os.PathLike[str] | None = None) -> tuple[list[Path], Path, dict[str, str]]:
+    """Degraded files, clean folder and pairing of a named pair set (see :data:`PAIR_SETS`).
+
+    Raises:
+        UsageError: unknown name. IrcError: its folder is missing from the data root.
+    """
+    info = PAIR_SETS.get(_normalise(name))
+    if info is None:
+        raise UsageError(f"unknown pair set {name!r}; expected one of {', '.join(sorted(PAIR_SETS))} (or [task, degraded folder, clean folder])")
+    folder = data_root(root) / info.folder
+    if not folder.is_dir():
+        raise IrcError(f"pair set {info.name} not found: expected {folder}; {_HELP}")
+    try:
+        return info.split(folder)
+    except _Missing as missing:
+        raise IrcError(f"pair set {info.name}: {missing} not found") from None
+
 
 
 def _find_urban100(folder: Path) -> list[_Item]:
@@ -470,7 +543,8 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
         BenchmarkInfo(
             "polyu", "PolyU_cropped", "<name>_real.JPG (noisy) + <name>_mean.JPG (clean)",
             _p("polyu", "real-denoise", "rgb", 0), 3, True,
-            "PolyU real-world noise (Xu et al. 2018), 100 cropped 512x512 pairs", ("real-denoise",),
+            "PolyU real-world noise (Xu et al. 2018): the 20 test pairs (6 held-out scenes) of the 100 cropped 512x512 pairs",
+            ("real-denoise",),
             find=_find_polyu,
         ),
         BenchmarkInfo(

@@ -37,6 +37,7 @@ __all__ = [
     "REALESRGAN_KERNEL_TYPES",
     "KernelSampler",
     "MotionKernelSampler",
+    "disk_kernel",
     "gaussian_kernel",
     "generalized_gaussian_kernel",
     "identity_kernel",
@@ -61,7 +62,7 @@ REALESRGAN_KERNEL_TYPES: tuple[str, ...] = (
 REALESRGAN_KERNEL_PROBS: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 #: Every ``"type"`` that :func:`kernel_from_params` understands.
-KERNEL_TYPES: tuple[str, ...] = REALESRGAN_KERNEL_TYPES + ("gaussian", "sinc", "motion", "identity", "explicit")
+KERNEL_TYPES: tuple[str, ...] = REALESRGAN_KERNEL_TYPES + ("gaussian", "sinc", "motion", "disk", "identity", "explicit")
 
 
 def _check_size(size: int) -> int:
@@ -212,6 +213,31 @@ def motion_kernel(length: float, angle: float, size: int | None = None, samples_
     return _normalise(k)
 
 
+def disk_kernel(radius: float, samples: int = 8) -> np.ndarray:
+    """Defocus blur: a uniform disk of ``radius`` pixels (the geometric-optics circle of confusion).
+
+    Each pixel's weight is the fraction of its area inside the disk, estimated on a
+    ``samples x samples`` sub-pixel grid, so small and non-integer radii give smooth, anti-aliased
+    kernels (radius 0.5 is close to the identity).
+
+    Args:
+        radius: disk radius in pixels, > 0.
+        samples: sub-pixel samples per axis.
+
+    Returns:
+        ``(k, k)`` float64 array summing to 1, ``k = 2 ceil(radius) + 1``.
+    """
+    if not radius > 0:
+        raise ValueError(f"disk radius must be > 0, got {radius}")
+    half = math.ceil(radius)
+    size = 2 * half + 1
+    offsets = (np.arange(samples) + 0.5) / samples - 0.5
+    sub = (np.arange(size)[:, None] - half + offsets[None, :]).reshape(-1)
+    inside = (sub[:, None] ** 2 + sub[None, :] ** 2) <= radius**2
+    k = inside.reshape(size, samples, size, samples).mean(axis=(1, 3))
+    return _normalise(k.astype(np.float64))
+
+
 def identity_kernel(size: int = 1) -> np.ndarray:
     """Discrete delta (Real-ESRGAN's "pulse" kernel) of odd ``size``: blurring with it is a no-op."""
     size = _check_size(size)
@@ -239,6 +265,7 @@ def kernel_from_params(spec: Mapping[str, Any]) -> np.ndarray:
         {"type": "plateau_iso" | "plateau_aniso", "size", "sigma_x", "sigma_y", "theta", "beta"}
         {"type": "sinc", "size", "omega_c"}
         {"type": "motion", "length", "angle", "size" (optional)}
+        {"type": "disk", "radius"}
         {"type": "identity", "size" (optional, default 1)}
         {"type": "explicit", "values": [[...], ...], "normalise": true}
 
@@ -261,6 +288,8 @@ def kernel_from_params(spec: Mapping[str, Any]) -> np.ndarray:
         return sinc_kernel(spec["size"], spec["omega_c"])
     if t == "motion":
         return motion_kernel(spec["length"], spec["angle"], spec.get("size"))
+    if t == "disk":
+        return disk_kernel(spec["radius"])
     if t == "identity":
         return identity_kernel(spec.get("size", 1))
     if t == "explicit":

@@ -91,6 +91,11 @@ class TaskMixture:
             task = self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
         return {"task": task, "params": self.degradation(task).sample(rng)}
 
+    def target(self, x: Tensor, sample: Mapping[str, Any]) -> Tensor:
+        """The ground truth of a sample drawn for the clean image ``x``: ``x`` itself here
+        (:class:`~irc.operators.photo.PhotoMixture` makes some samples grey)."""
+        return x
+
     def apply(self, x: Tensor, sample: Mapping[str, Any]) -> Tensor:
         """Degrade ``x`` (``(B, C, H, W)`` in [0, 1]) as described by ``sample``; deterministic."""
         y = self.degradation(sample["task"]).apply(x, sample["params"])

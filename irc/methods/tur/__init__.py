@@ -57,9 +57,18 @@ class TURConfig:
         prompt_dims: promptir: prompt channels at decoder levels 1-3 ([64, 128, 320]).
         prompt_len: promptir: prompts per level (5).
         loss: ``uncertainty`` (TUR, METHODS.md §4.1; builds the head) or ``l1`` (baseline, no head).
+        condition: convunet: the tasks the network can be told (``--task``), ``auto`` first; empty
+            for a blind network. Training shows the sample's task with probability
+            ``condition_prob`` (else ``auto``); samples labelled ``clean`` are shown ``auto``.
+        condition_prob: see ``condition``.
+        uncertainty_floor: added to each task's averaged uncertainty map (METHODS.md §4.1's
+            ``eps``, 1e-6). The photo recipe uses 1/255: its ``clean`` samples have (almost) zero
+            error, and with a tiny floor their ``|error| / U`` explodes as ``U`` follows the error
+            to zero (measured: the loss jumped to 6e4 within 60 steps). One grey level is the
+            smallest error worth weighting up.
     """
 
-    backbone: Literal["nafnet", "promptir"] = "nafnet"
+    backbone: Literal["nafnet", "promptir", "convunet"] = "nafnet"
     width: int = 16
     enc_blocks: tuple[int, ...] = (1, 1, 2)
     middle_blocks: int = 2
@@ -72,15 +81,22 @@ class TURConfig:
     prompt_dims: tuple[int, ...] = (64, 128, 320)
     prompt_len: int = 5
     loss: Literal["uncertainty", "l1"] = "uncertainty"
+    condition: tuple[str, ...] = ()
+    condition_prob: float = 0.5
+    uncertainty_floor: float = 1e-6
 
 
 def build_backbone(config: TURConfig) -> nn.Module:
     """The backbone ``config`` names (fields of the other backbone are ignored)."""
-    from irc.methods.tur.backbones import NAFNetLite, PromptIR
+    from irc.methods.tur.backbones import ConvUNet, NAFNetLite, PromptIR
 
+    if config.condition and (config.backbone != "convunet" or config.condition[0] != "auto"):
+        raise UsageError(f"tur config: condition {list(config.condition)} needs backbone = \"convunet\" and \"auto\" first")
     try:
         if config.backbone == "nafnet":
             return NAFNetLite(config.width, config.enc_blocks, config.middle_blocks, config.dec_blocks)
+        if config.backbone == "convunet":
+            return ConvUNet(config.width, config.enc_blocks, config.middle_blocks, config.dec_blocks, tasks=len(config.condition))
         return PromptIR(config.dim, config.blocks, config.refinement_blocks, config.heads, config.ffn_expansion, config.prompt_dims, config.prompt_len)
     except ValueError as err:
         raise UsageError(f"tur config: {err}") from None
@@ -98,12 +114,15 @@ class TURNetwork(nn.Module):
         self.backbone = backbone
         self.head = UncertaintyHead(backbone.feature_channels, backbone.out_channels) if with_head else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.backbone(x)
+    def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        return self.backbone(x) if task is None else self.backbone(x, task)
 
-    def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``x`` -> (restored image, uncertainty ``U`` of the image's shape, or ``None`` without head)."""
-        features, image = self.backbone.forward_features(x)
+    def forward_train(self, x: Tensor, task: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``x`` -> (restored image, uncertainty ``U`` of the image's shape, or ``None`` without head).
+
+        ``task``: ``(B,)`` condition indices, for a conditioned backbone only.
+        """
+        features, image = self.backbone.forward_features(x) if task is None else self.backbone.forward_features(x, task)
         return image, (self.head(features) if self.head is not None else None)
 
 
@@ -158,15 +177,35 @@ class TUR(Method):
         grey = x.shape[1] == 1
         if grey:
             x = x.expand(-1, 3, -1, -1)
-        y = self.network(x)
+        y = self.network(x, self._condition(knobs.get("task", "auto"), x))
         return y.mean(1, keepdim=True) if grey else y
+
+    def _condition(self, task: str, x: Tensor) -> Tensor | None:
+        """The ``(B,)`` condition index of ``task`` for a conditioned network (``None``: blind)."""
+        known = self.config.condition
+        if not known:
+            return None
+        if task not in known:
+            raise UsageError(f"these tur weights restore --task {', '.join(known)}; for --task {task} use the weights made for it (irc weights list)")
+        return torch.full((x.shape[0],), known.index(task), dtype=torch.long, device=x.device)
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: TrainBatch, step: int) -> dict[str, Tensor]:
         """``{"main": loss}``: the TUR loss over the batch's tasks, or plain L1."""
         if batch.lq.shape[1] != 3:
             raise UsageError("tur trains on RGB images (set data.grey = false)")
-        image, uncertainty = self.network.forward_train(batch.lq)
+        image, uncertainty = self.network.forward_train(batch.lq, self._training_condition(batch))
         if self.config.loss == "l1":
             return {"main": l1_loss(image, batch.gt)}
-        return {"main": uncertainty_loss(image, batch.gt, uncertainty, batch.task)}
+        return {"main": uncertainty_loss(image.float(), batch.gt, uncertainty.float(), batch.task, eps=self.config.uncertainty_floor)}
+
+    def _training_condition(self, batch: TrainBatch) -> Tensor | None:
+        """Condition indices for a training batch: the sample's task with probability
+        ``condition_prob``, else ``auto`` (always ``auto`` for ``clean`` and unknown labels)."""
+        known = self.config.condition
+        if not known:
+            return None
+        labels = batch.task or ("auto",) * batch.lq.shape[0]
+        shown = torch.rand(len(labels)) < self.config.condition_prob
+        index = [known.index(t) if (t in known and bool(s)) else 0 for t, s in zip(labels, shown)]
+        return torch.tensor(index, dtype=torch.long, device=batch.lq.device)

@@ -6,7 +6,8 @@ A backbone is an ``nn.Module`` with ``out_channels`` / ``feature_channels`` attr
 is its restored output ``(B, 3, H, W)``. ``forward(x)`` returns the image only.
 """
 
+from irc.methods.tur.backbones.convunet import ConvUNet
 from irc.methods.tur.backbones.nafnet import NAFNetLite
 from irc.methods.tur.backbones.promptir import PromptIR
 
-__all__ = ["NAFNetLite", "PromptIR"]
+__all__ = ["ConvUNet", "NAFNetLite", "PromptIR"]
