@@ -31,13 +31,17 @@ _irc() {
         "bench|--channels") COMPREPLY=(); return ;;
         "bench|--warmup") COMPREPLY=(); return ;;
         "bench|--repeats") COMPREPLY=(); return ;;
-        "bench|--task"|"bench|-t") COMPREPLY=(); return ;;
-        "bench|--scale"|"bench|-s") COMPREPLY=(); return ;;
         "bench|--option"|"bench|-O") COMPREPLY=(); return ;;
         "bench|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "bench|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "bench|--threads") COMPREPLY=(); return ;;
         "bench|--output"|"bench|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "bench|--scale"|"bench|-s") COMPREPLY=(); return ;;
+        "bench|--task"|"bench|-t") COMPREPLY=(); return ;;
+        "bench|--ratio") COMPREPLY=(); return ;;
+        "bench|--kernel") COMPREPLY=(); return ;;
+        "bench|--mask") COMPREPLY=(); return ;;
+        "bench|--stages") COMPREPLY=(); return ;;
         "datasets fetch|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "datasets list|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--dataset"|"eval|-d") COMPREPLY=(); return ;;
@@ -48,7 +52,6 @@ _irc() {
         "eval|--quality") COMPREPLY=(); return ;;
         "eval|--kernel") COMPREPLY=(); return ;;
         "eval|--task"|"eval|-t") COMPREPLY=(); return ;;
-        "eval|--ratio") COMPREPLY=(); return ;;
         "eval|--option"|"eval|-O") COMPREPLY=(); return ;;
         "eval|--seed") COMPREPLY=(); return ;;
         "eval|--limit") COMPREPLY=(); return ;;
@@ -59,15 +62,14 @@ _irc() {
         "eval|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "eval|--tile") COMPREPLY=(); return ;;
         "eval|--tile-overlap") COMPREPLY=(); return ;;
+        "eval|--ratio") COMPREPLY=(); return ;;
+        "eval|--mask") COMPREPLY=(); return ;;
+        "eval|--stages") COMPREPLY=(); return ;;
         "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
         "restore|--weights"|"restore|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--output"|"restore|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--name-template") COMPREPLY=(); return ;;
         "restore|--ext") COMPREPLY=(); return ;;
-        "restore|--scale"|"restore|-s") COMPREPLY=(); return ;;
-        "restore|--task"|"restore|-t") COMPREPLY=(); return ;;
-        "restore|--prompt"|"restore|-p") COMPREPLY=(); return ;;
-        "restore|--ratio") COMPREPLY=(); return ;;
         "restore|--measurement") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--option"|"restore|-O") COMPREPLY=(); return ;;
         "restore|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
@@ -75,6 +77,12 @@ _irc() {
         "restore|--tile") COMPREPLY=(); return ;;
         "restore|--tile-overlap") COMPREPLY=(); return ;;
         "restore|--seed") COMPREPLY=(); return ;;
+        "restore|--scale"|"restore|-s") COMPREPLY=(); return ;;
+        "restore|--task"|"restore|-t") COMPREPLY=(); return ;;
+        "restore|--ratio") COMPREPLY=(); return ;;
+        "restore|--kernel") COMPREPLY=(); return ;;
+        "restore|--mask") COMPREPLY=(); return ;;
+        "restore|--stages") COMPREPLY=(); return ;;
         "train|--set") COMPREPLY=(); return ;;
         "train|--run-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train|--resume") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -85,13 +93,13 @@ _irc() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "bench datasets eval methods restore train weights --version" -- "$cur")) ;;
-        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --sizes --tiles --channels --warmup --repeats --task -t --scale -s --option -O --device --dtype --threads --output -o --json --offline" -- "$cur")) ;;
+        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages" -- "$cur")) ;;
         "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
         "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
         "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --scale -s --noise --quality --kernel --task -t --ratio --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --scale -s --noise --quality --kernel --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --output -o --name-template --ext --recursive -r --overwrite --scale -s --task -t --prompt -p --ratio --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch list verify" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--offline" -- "$cur")) ;;

@@ -7,17 +7,20 @@ importing this module loads no torch).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from irc import __version__
 from irc.errors import IrcError, UsageError
 from irc.methods import REGISTRY
+from irc.methods.options import OPTIONS, Knob, knob_choices
 
 # `irc restore photo.jpg` with no --method: the TUR all-in-one model (blind, seven degradations)
 # with its shipped weights, weights/tur/tur-nafnet-mio7.safetensors (see its model card).
@@ -91,6 +94,99 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
     return {k.replace("-", "_"): v for k, v in parse_set_options(items, flag="--option").items()}
 
 
+# ----------------------------------------------------------------------------- method options
+# Every method knob (irc/methods/options.py) becomes a real flag of `irc restore`, `irc eval` and
+# `irc bench`, typed, with its help, grouped per method in --help and present in the completion
+# scripts. typer builds its click commands from function signatures, which cannot grow with the
+# registry, so the flags are added to the built click commands (see `command()`), and their
+# values reach the command functions through this context variable.
+_GIVEN_KNOBS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("irc_given_knobs", default={})
+# eval's own --scale/--task/--kernel describe the benchmark protocol (they fill the knobs of the
+# same names), so eval does not get method flags with those names.
+_EVAL_PROTOCOL_NAMES = ("scale", "task", "kernel")
+
+
+def _knob_owners() -> dict[str, list[tuple[str, Knob]]]:
+    owners: dict[str, list[tuple[str, Knob]]] = {}
+    for method_name, knobs in OPTIONS.items():
+        for knob in knobs:
+            owners.setdefault(knob.name, []).append((method_name, knob))
+    return owners
+
+
+def _knob_option(name: str, declared: list[tuple[str, Knob]]):
+    """One typed option for a knob name declared by one or more methods (built by typer itself)."""
+    from typing import Literal
+
+    from typer.main import _get_param
+    from typer.models import ParamMeta
+
+    knob = declared[0][1]
+    methods = [m for m, _ in declared]
+    same_type = all(k.type == knob.type for _, k in declared)
+    choices = knob_choices(knob) if same_type else None
+    if choices:
+        kind: Any = Literal[choices]  # type: ignore[valid-type]
+    elif same_type and knob.type in (int, float):
+        kind = knob.type
+    else:
+        kind = str
+    text = knob.help if len(declared) == 1 else " ".join(f"{m}: {k.help}" for m, k in declared)
+    info = typer.Option(
+        None, knob.flag, *([knob.short] if knob.short else []), help=text, metavar=None if choices else knob.metavar, show_default=False,
+        rich_help_panel=f"Options of {', '.join(methods)}",
+    )  # fmt: skip
+    return _get_param(ParamMeta(name=f"knob__{name}", default=info, annotation=Optional[kind]))
+
+
+def _attach_knob_options(command, skip: tuple[str, ...] = ()) -> None:
+    """Add the method flags to a built click command; their values go to ``_GIVEN_KNOBS``."""
+    names = [n for n in _knob_owners() if n not in skip]
+    command.params.extend(_knob_option(n, _knob_owners()[n]) for n in names)
+    original = command.callback
+
+    def callback(**kwargs: Any) -> Any:
+        given = {n: kwargs.pop(f"knob__{n}") for n in names}
+        token = _GIVEN_KNOBS.set({k: v for k, v in given.items() if v is not None})
+        try:
+            return original(**kwargs)
+        finally:
+            _GIVEN_KNOBS.reset(token)
+
+    command.callback = callback
+
+
+@functools.lru_cache(maxsize=1)
+def command():
+    """The click command tree of ``irc``: typer's, plus the method flags."""
+    root = typer.main.get_command(app)
+    _attach_knob_options(root.commands["restore"])
+    _attach_knob_options(root.commands["bench"])
+    _attach_knob_options(root.commands["eval"], skip=_EVAL_PROTOCOL_NAMES)
+    return root
+
+
+def _method_options(methods: str | list[str], option: list[str] | None) -> dict[str, Any]:
+    """The knobs given for ``methods``: method flags, then ``-O key=value`` (which wins).
+
+    A flag that none of ``methods`` declares is a usage error naming the methods that do, so an
+    option is never accepted and silently ignored.
+    """
+    from irc.methods import get_method
+
+    names = [methods] if isinstance(methods, str) else list(methods)
+    given = dict(_GIVEN_KNOBS.get())
+    known: set[str] = set()
+    for name in names:
+        known.update(k.name for k in (OPTIONS[name] if name in OPTIONS else get_method(name).knobs))
+    for key in given:
+        if key not in known:
+            owners = [m for m, _ in _knob_owners().get(key, [])]
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} is an option of {', '.join(owners)}, not of {', '.join(names)} (choose --method {owners[0]})")
+    return {**given, **_parse_options(option)}
+
+
 # ----------------------------------------------------------------------------- restore
 @app.command()
 def restore(
@@ -102,12 +198,8 @@ def restore(
     ext: Optional[str] = typer.Option(None, "--ext", help="Output format by suffix (png, jpg, tif, webp, bmp). Default: the input's."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into directories; outputs mirror the tree."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (default: skip them)."),
-    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Upscaling factor, for methods that resize (bicubic, SR tasks)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task for multi-task methods (e.g. auto, noise, blur, jpeg, rain, haze, dark, sr; cs, cassi)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, for prompt-driven methods (HYPIR)."),
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Compressive-sensing sampling ratio, for CS methods (lorun): must match the weights."),
     measurement: Optional[Path] = typer.Option(None, "--measurement", help="Reconstruct this measurement file instead of images (lorun: CS .safetensors/.npz, CASSI .mat).", dir_okay=False),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Any other method option as key=value (repeatable); `irc methods` lists them."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="A method option as key=value (repeatable); the same as its flag below."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision; auto = fp32 on CPU, the method's choice on GPU. fp16 is refused on CPU."),
     tile: str = typer.Option("0", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory (halved on out-of-memory)."),
@@ -120,14 +212,11 @@ def restore(
     """Restore images with a method; a bad file is reported and the batch goes on.
 
     Existing outputs are skipped (rerun an interrupted batch to finish it); inputs are never
-    overwritten; every write is atomic.
+    overwritten; every write is atomic. Method options are listed below by method.
     """
     from irc.restore import RestoreRequest, run_restore
 
-    knobs = _parse_options(option)
-    for name, value in (("scale", scale), ("task", task), ("prompt", prompt), ("ratio", ratio), ("measurement", measurement)):
-        if value is not None:
-            knobs[name] = str(value) if name == "measurement" else value
+    knobs = _method_options(method, option)
     if not inputs and measurement is None:
         raise typer.BadParameter("give input images (or --measurement FILE)", param_hint="inputs")
     request = RestoreRequest(
@@ -148,6 +237,7 @@ def restore(
         offline=offline or None,
         jsonl=jsonl,
         quiet=quiet,
+        measurement=measurement,
     )
     raise typer.Exit(run_restore(request))
 
@@ -163,8 +253,7 @@ def eval_cmd(
     quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality (classic5, default 10).", min=1, max=100),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="USRNet blur kernel index 0-11 (SR with blur, set5/bsd68).", min=0, max=11),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Degradation task for mixture protocols (cbsd68: sr, blur, noise, jpeg, rain, haze, dark)."),
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Compressive-sensing sampling ratio (set11, set14, general100 with lorun); same as -O ratio=R."),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable), e.g. -O ratio=0.25."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable), e.g. -O ratio=0.25; the same as its flag below."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradations and of stochastic methods."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks).", min=1),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where benchmarks live (default: $IRC_DATA_ROOT, else ~/.cache/irc/data).", file_okay=False),
@@ -191,7 +280,7 @@ def eval_cmd(
     raise typer.Exit(
         run_eval(
             dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
-            kernel=kernel, task=task, knobs={**_parse_options(option), **({"ratio": ratio} if ratio is not None else {})}, seed=seed, limit=limit, data_root=data_root,
+            kernel=kernel, task=task, knobs=_method_options(list(method), option), seed=seed, limit=limit, data_root=data_root,
             output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile),
             tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
         )
@@ -208,9 +297,7 @@ def bench_cmd(
     channels: int = typer.Option(3, "--channels", help="Input channels (1 or 3).", min=1, max=3),
     warmup: int = typer.Option(1, "--warmup", help="Untimed runs before timing.", min=0),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per configuration.", min=1),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task, for multi-task methods (selects weights)."),
-    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Scale option, for methods that resize."),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable); the same as its flag below."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision (auto = fp32 on CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).", min=1),
@@ -224,11 +311,7 @@ def bench_cmd(
     """
     from irc.commands import run_bench_command
 
-    knobs = _parse_options(option)
-    if task is not None:
-        knobs["task"] = task
-    if scale is not None:
-        knobs["scale"] = scale
+    knobs = _method_options(method, option)
     raise typer.Exit(
         run_bench_command(
             method=method, weights=weights, sizes=sizes, tiles=tiles, channels=channels, warmup=warmup, repeats=repeats,
@@ -326,7 +409,7 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     for column in ("name", "method", "task", "source", "licence", "sha256"):
         table.add_column(column)
     for e in entries:
-        table.add_row(e.name + (" *" if e.default else ""), e.method, e.task or "-", e.file or e.source_url() or "-", e.license, e.sha256[:12])
+        table.add_row(e.name + (" *" if e.default else ""), e.method, ", ".join(e.all_tasks) or "-", e.file or e.source_url() or "-", e.license, e.sha256[:12])
     Console().print(table)
     if not entries:
         _err_console().print("no weights in the manifest yet")
@@ -412,7 +495,7 @@ def datasets_fetch(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: runs the app and turns :class:`IrcError` into one line."""
     try:
-        result = app(args=argv, prog_name="irc", standalone_mode=False)
+        result = command()(args=argv, prog_name="irc", standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
     except IrcError as err:

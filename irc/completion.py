@@ -58,12 +58,10 @@ def _kind(param) -> tuple[tuple[str, ...], bool]:
 
 
 def _commands() -> list[Cmd]:
-    import typer.main
-
-    from irc.cli import app
+    from irc.cli import command
     from irc.methods import REGISTRY
 
-    root = typer.main.get_command(app)
+    root = command()
     found: list[Cmd] = []
 
     # Duck-typed on purpose: typer >= 0.20 vendors its own click, so isinstance checks against

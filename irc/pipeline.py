@@ -1,8 +1,12 @@
-"""Glue between decoded images (:mod:`irc.io`) and a method's tensor interface.
+"""Glue between decoded images (:mod:`irc.io`) and a method's declared input.
 
-Handles what every method would otherwise repeat: numpy -> ``(1, C, H, W)`` tensor, colour
-conversions when the method's channel count differs from the image's, and re-attaching alpha
-(resized when the method changes the size, by :meth:`irc.io.Image.with_pixels`).
+Every method declares what it takes (:attr:`irc.methods.base.Method.input_kind`): ``rgb``,
+``luma``, ``cube`` or ``any``. The conversions live here, once, so methods never convert colour
+themselves: a grey image given to an RGB method is replicated and averaged back; a colour image
+given to a luma method is restored on BT.601 Y while its chroma is kept (resized bicubically when
+the method changes the size), the usual protocol for compressive sensing on colour images.
+Alpha is re-attached (resized when the method changes the size) by
+:meth:`irc.io.Image.with_pixels`.
 """
 
 from __future__ import annotations
@@ -15,58 +19,48 @@ from torch import Tensor
 
 from irc.io import Image
 from irc.methods.base import Method
+from irc.operators.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from irc.runner import StageRunner
 
-# Full-range BT.601 (JFIF) YCbCr: invertible without clipping, unlike the 16-235 "studio" form that
-# metrics use. Rows: Y, Cb, Cr from R, G, B in [0, 1]; Cb and Cr are centred on 0.5.
-_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
-
-
-def rgb_to_ycbcr(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` RGB in [0, 1] -> full-range YCbCr with chroma centred on 0.5."""
-    out = torch.einsum("ij,bjhw->bihw", _RGB_TO_YCBCR.to(x), x)
-    return torch.cat([out[:, :1], out[:, 1:] + 0.5], dim=1)
+__all__ = ["restore_image", "restore_tensor", "rgb_to_ycbcr", "ycbcr_to_rgb"]
 
 
-def ycbcr_to_rgb(x: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_ycbcr`."""
-    centred = torch.cat([x[:, :1], x[:, 1:] - 0.5], dim=1)
-    return torch.einsum("ij,bjhw->bihw", _YCBCR_TO_RGB.to(x), centred)
-
-
-def restore_tensor(method: Method, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
+def restore_tensor(method: Method, x: Tensor, *, runner: StageRunner | None = None, tile: int | str = 0, tile_overlap: int | None = None, seed: int = 0, **knobs: Any) -> Tensor:
     """Run ``method`` on ``x`` whatever its channel count.
 
     Args:
-        x: ``(B, C, H, W)`` in [0, 1] with C = 1 or 3.
+        x: ``(B, C, H, W)`` in [0, 1] (C = 1 or 3; a cube for ``cube`` methods).
+        runner: the stage runner (default: one built from ``tile``, ``tile_overlap``, ``seed``).
 
     Returns:
-        ``(B, C, H', W')`` in [0, 1], same channel count as ``x``.
-
-    A grey image given to a colour-only method is replicated to RGB and averaged back. A colour
-    image given to a grey-only method (e.g. compressive sensing, which works on luminance) is
-    restored on Y while chroma is resized bicubically, the usual protocol for such methods.
+        ``(B, C, H', W')`` in [0, 1], the same channel count as ``x``.
     """
-    channels = x.shape[1]
-    options = dict(tile=tile, tile_overlap=tile_overlap, **knobs)
-    if channels in method.input_channels:
-        return method.restore(x, **options)
-    if channels == 1 and 3 in method.input_channels:
-        return method.restore(x.expand(-1, 3, -1, -1).contiguous(), **options).mean(dim=1, keepdim=True)
-    if channels == 3 and 1 in method.input_channels:
+    runner = runner or StageRunner(method.device, tile, tile_overlap, seed)
+    channels, kind = x.shape[1], method.kind
+
+    def run(t: Tensor) -> Tensor:
+        return method.restore(t, runner=runner, **knobs)
+
+    if kind in ("any", "cube") or (kind == "rgb" and channels == 3) or (kind == "luma" and channels == 1):
+        return run(x)
+    if kind == "rgb" and channels == 1:
+        return run(x.expand(-1, 3, -1, -1).contiguous()).mean(dim=1, keepdim=True)
+    if kind == "luma" and channels == 3:
         from irc.operators.resize import imresize
 
         ycc = rgb_to_ycbcr(x)
-        y = method.restore(ycc[:, :1].contiguous(), **options)
+        y = run(ycc[:, :1].contiguous())
         chroma = ycc[:, 1:]
         if chroma.shape[-2:] != y.shape[-2:]:
             chroma = imresize(chroma, size=tuple(y.shape[-2:]))
-        return ycbcr_to_rgb(torch.cat([y, chroma], dim=1)).clamp_(0, 1)
-    raise ValueError(f"cannot feed a {channels}-channel image to {method.name}")
+        return ycbcr_to_rgb(torch.cat([y, chroma.to(y)], dim=1)).clamp_(0, 1)
+    from irc.errors import UsageError
+
+    raise UsageError(f"{method.name} takes {kind} input; cannot feed it a {channels}-channel image")
 
 
-def restore_image(method: Method, image: Image, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Image:
+def restore_image(method: Method, image: Image, *, runner: StageRunner | None = None, **knobs: Any) -> Image:
     """Restore a decoded :class:`~irc.io.Image`, keeping alpha, ICC profile and bit depth."""
     x = torch.from_numpy(np.ascontiguousarray(image.pixels, dtype=np.float32))[None]
-    y = restore_tensor(method, x, tile=tile, tile_overlap=tile_overlap, **knobs)
+    y = restore_tensor(method, x, runner=runner, **knobs)
     return image.with_pixels(y[0].cpu().numpy())

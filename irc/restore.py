@@ -37,10 +37,15 @@ class RestoreRequest:
     offline: bool | None = None
     jsonl: bool = False
     quiet: bool = False
+    measurement: Path | None = None
 
 
 def load_method(name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None):
-    """Build a ready-to-run method: registry lookup, device/dtype, default or given weights."""
+    """Build a ready-to-run method: registry lookup, device/dtype, default or given weights.
+
+    Without ``weights`` the manifest default for ``task`` is used (``task`` defaults to the
+    method's declared default task); the error names the tasks that do have defaults.
+    """
     from irc.device import resolve_device, resolve_dtype
     from irc.methods import get_method
 
@@ -51,26 +56,27 @@ def load_method(name: str, weights: str | None, *, task: str | None, device: str
         if weights:
             raise UsageError(f"method {name!r} takes no weights (got --weights {weights})")
         return cls.from_config(None, device=torch_device, dtype=torch_dtype)
-    chosen = weights or cls.default_weights(task)
+    wanted = task or cls.default_task
+    chosen = weights or cls.default_weights(wanted)
     if chosen is None:
-        raise UsageError(f"method {name!r} has no shipped weights{f' for task {task!r}' if task else ''}; pass --weights FILE (see `irc weights list`)")
+        have = cls.tasks_with_default_weights()
+        listed = f"default weights exist for task {', '.join(have)}" if have else "no default weights ship for it"
+        raise UsageError(f"method {name!r} has no default weights for task {wanted!r} ({listed}); choose --task or pass --weights (see `irc weights list`)")
     return cls.from_weights(chosen, device=torch_device, dtype=torch_dtype, offline=offline)
 
 
 def run_restore(request: RestoreRequest) -> int:
     """Run a restore batch; returns the process exit code (0 ok, 1 some inputs failed)."""
-    import torch
-
     from irc.atomic import remove_stale_temporaries
     from irc.io import read_image, write_image
     from irc.pipeline import restore_image
+    from irc.runner import StageRunner
 
     method = load_method(
         request.method, request.weights, task=request.knobs.get("task"), device=request.device, dtype=request.dtype, offline=request.offline
     )
-    knobs = method.check_knobs(request.knobs)  # fail fast on a typo, before touching any file
-    torch.manual_seed(request.seed)
-    if knobs.get("measurement"):
+    knobs = method.knob_values(request.knobs)  # fail fast on a typo or a mismatch, before touching any file
+    if request.measurement is not None:
         return _run_measurement(method, request, knobs)
 
     expanded = expand_inputs(request.inputs, recursive=request.recursive)
@@ -95,7 +101,10 @@ def run_restore(request: RestoreRequest) -> int:
 
     def process(job) -> dict[str, Any]:
         image = read_image(job.item.path)
-        restored = restore_image(method, image, tile=request.tile, tile_overlap=request.tile_overlap, **request.knobs)
+        # randomness per image, from --seed and the image's place in the input tree (never the batch order)
+        key = f"{job.item.relative_dir}/{job.item.path.name}" if job.item.relative_dir else job.item.path.name
+        runner = StageRunner(method.device, request.tile, request.tile_overlap, request.seed, [key])
+        restored = restore_image(method, image, runner=runner, **request.knobs)
         remove_stale_temporaries(job.output)  # left by a killed earlier run; this process owns the output
         write_image(job.output, restored)
         return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height}
@@ -132,14 +141,15 @@ def _run_measurement(method, request: RestoreRequest, knobs: dict[str, Any]) -> 
 
     if request.inputs:
         raise UsageError("--measurement reconstructs one measurement file: give no input images with it")
-    if not hasattr(method, "restore_measurement"):
-        raise UsageError(f"method {method.name!r} does not reconstruct measurement files")
-    src = Path(knobs["measurement"])
+    kind = method.measurement_kind()
+    if kind is None:
+        raise UsageError(f"method {method.name!r}{f' (task {method.task})' if method.task else ''} does not reconstruct measurement files")
+    src = Path(request.measurement)
     folder = request.output or src.parent
     stem = f"{src.stem}_{method.name}"
-    # spectral methods write a cube, the others an image; known from the config, so an existing
-    # output is skipped before the (long) reconstruction, as in image mode
-    spectral = getattr(method.config, "task", None) == "cassi"
+    # cubes are written as .mat, images as PNG (or --ext); known before the (long)
+    # reconstruction, so an existing output is skipped first, as in image mode
+    spectral = kind == "cube"
     ext = "mat" if spectral else (request.ext or "png")
     target = folder / f"{stem}.{ext}"
     if target.exists() and not request.overwrite:
@@ -149,8 +159,7 @@ def _run_measurement(method, request: RestoreRequest, knobs: dict[str, Any]) -> 
         elif not request.quiet:
             print(f"{target} exists: skipped (--overwrite to redo)", file=sys.stderr)
         return 0
-    extra = {k: knobs[k] for k in ("stages", "mask") if k in knobs}
-    out = method.restore_measurement(src, **extra)[0]
+    out = method.restore_measurement(src, **request.knobs)[0]
     if not spectral:
         pixels = out.numpy()
         write_image(target, Image(pixels=pixels, alpha=None, bit_depth=8, icc_profile=None, source_mode="L" if pixels.shape[0] == 1 else "RGB", format=ext.upper()))

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -72,10 +72,10 @@ __all__ = [
 
 logger = logging.getLogger("irc.tiling")
 
-TileSupport = Literal["supported", "internal", "discouraged", "unsupported"]
+TileSupport = Literal["supported", "discouraged", "unsupported"]
 BlendKind = Literal["linear", "gaussian"]
 
-_SUPPORT_VALUES = ("supported", "internal", "discouraged", "unsupported")
+_SUPPORT_VALUES = ("supported", "discouraged", "unsupported")
 #: Largest denominator accepted when interpreting ``scale`` as an exact ratio p/q.
 _MAX_SCALE_DENOMINATOR = 64
 #: Variance of the Gaussian blend window, relative to the tile size (CCSR / HYPIR convention).
@@ -86,25 +86,32 @@ _WEIGHT_FLOOR = 1e-8
 
 @dataclass(frozen=True)
 class TileSpec:
-    """What a method declares about tiling.
+    """What one stage of a method declares about tiling (see :mod:`irc.runner`).
 
     Attributes:
-        support: How the method may be tiled. ``"supported"``: the generic tiler may wrap the
-            whole method. ``"internal"``: the method tiles its own stages (calling :func:`tiled`
-            per stage); the generic tiler must not wrap it. ``"discouraged"``: tiling works but
-            hurts quality because the method uses global context; callers should warn.
-            ``"unsupported"``: never tile.
+        support: ``"supported"``: tiles agree with the whole image once the overlap covers the
+            receptive field. ``"discouraged"``: tiling works but changes the result (global
+            context, e.g. attention over the whole image); callers warn. ``"unsupported"``: the
+            stage always runs on the whole input (CASSI: the coded mask is as large as the cube).
         scale: Output size / input size (4 for x4 super-resolution, 0.125 for an encoder).
-        multiple_of: Input height and width must be padded to a multiple of this.
-        min_overlap: Recommended minimum overlap, in input pixels.
-        default_tile: Default tile edge, in input pixels (``0`` means "whole image").
+        multiple_of: Input height and width are padded to a multiple of this.
+        overlap: Default overlap between tiles, in input pixels (``--tile-overlap`` overrides
+            it); the runner uses at most half the tile.
+        blend: ``"linear"`` (exact where the overlap covers the receptive field) or
+            ``"gaussian"`` (HYPIR's weighting).
+        bytes_per_pixel: Peak working memory per input pixel at fp32, for ``--tile auto``.
+        pad: how the input is padded to ``multiple_of``: ``"reflect"`` (natural images) or
+            ``"constant"`` (zeros: block compressive sensing measures zero-padded images, the
+            ISTA-Net+ protocol).
     """
 
     support: TileSupport = "supported"
     scale: float = 1.0
     multiple_of: int = 1
-    min_overlap: int = 16
-    default_tile: int = 512
+    overlap: int = 16
+    blend: BlendKind = "linear"
+    bytes_per_pixel: float = 4096.0
+    pad: Literal["reflect", "constant"] = "reflect"
 
     def __post_init__(self) -> None:
         if self.support not in _SUPPORT_VALUES:
@@ -116,10 +123,18 @@ class TileSpec:
             raise ValueError(f"TileSpec.scale must be a positive finite number; got {self.scale!r}")
         if self.multiple_of < 1:
             raise ValueError(f"TileSpec.multiple_of must be >= 1; got {self.multiple_of}")
-        if self.min_overlap < 0:
-            raise ValueError(f"TileSpec.min_overlap must be >= 0; got {self.min_overlap}")
-        if self.default_tile < 0:
-            raise ValueError(f"TileSpec.default_tile must be >= 0; got {self.default_tile}")
+        if self.overlap < 0:
+            raise ValueError(f"TileSpec.overlap must be >= 0; got {self.overlap}")
+        if self.blend not in ("linear", "gaussian"):
+            raise ValueError(f"TileSpec.blend must be 'linear' or 'gaussian'; got {self.blend!r}")
+        if not self.bytes_per_pixel > 0:
+            raise ValueError(f"TileSpec.bytes_per_pixel must be > 0; got {self.bytes_per_pixel}")
+        if self.pad not in ("reflect", "constant"):
+            raise ValueError(f"TileSpec.pad must be 'reflect' or 'constant'; got {self.pad!r}")
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able form for ``irc methods --json``."""
+        return {"support": self.support, "scale": self.scale, "multiple_of": self.multiple_of, "overlap": self.overlap, "blend": self.blend, "pad": self.pad}
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +360,7 @@ def _check_tile_output(
 
 
 def tiled(
-    fn: Callable[[Tensor], Tensor],
+    fn: Callable[..., Tensor],
     x: Tensor,
     *,
     tile: int,
@@ -355,6 +370,9 @@ def tiled(
     blend: BlendKind = "linear",
     device: torch.device | str | None = None,
     out_channels: int | None = None,
+    aux: Sequence[tuple[Tensor, Literal["in", "out"]]] = (),
+    tiles_per_call: int = 1,
+    pad: str = "reflect",
 ) -> Tensor:
     """Applies ``fn`` to ``x`` in overlapping tiles and blends the results.
 
@@ -362,13 +380,14 @@ def tiled(
     scale's denominator, cut into windows of ``tile`` input pixels (rounded down to that
     alignment) overlapping by at least ``overlap``, and every window is moved to ``device``,
     passed through ``fn``, moved back to ``x.device`` and accumulated with blend weights (see
-    :func:`blend_window`). Tiles are processed one at a time, so peak device memory is that of
-    one tile; gradients follow the caller's context (wrap the call in ``torch.no_grad()`` or
-    ``torch.inference_mode()`` for inference).
+    :func:`blend_window`). Peak device memory is that of ``tiles_per_call`` tiles; gradients
+    follow the caller's context (wrap the call in ``torch.no_grad()`` for inference).
 
     Args:
-        fn: Function mapping a ``(B, C, h, w)`` tile on ``device`` to a ``(B, C', h*scale,
-            w*scale)`` tile. ``C'`` may differ from ``C``; it is taken from the first tile.
+        fn: Function mapping a ``(B, C, h, w)`` tile on ``device`` (and the matching windows of
+            the ``aux`` tensors) to a ``(B, C', h*scale, w*scale)`` tile. ``C'`` may differ from
+            ``C``; it is taken from the first tile. With ``tiles_per_call = n`` it receives up to
+            ``n`` windows stacked along the batch dimension (``n * B`` rows).
         x: ``(B, C, H, W)`` floating-point input, on any device.
         tile: Tile edge in input pixels. ``<= 0``, or at least the padded height and width,
             calls ``fn`` once on the whole padded image.
@@ -382,6 +401,14 @@ def tiled(
             quarter of the overlap) or ``"gaussian"`` (CCSR / HYPIR style).
         device: Where ``fn`` runs; ``None`` means ``x.device``.
         out_channels: Expected output channels; checked against the first tile when given.
+        aux: Extra whole-image tensors cut into the same windows and passed to ``fn`` after the
+            tile: ``(t, "in")`` has the input's size ``(B, *, H, W)``, ``(t, "out")`` the
+            output's ``(B, *, round(H * scale), round(W * scale))``. This is how noise drawn once
+            for the whole image reaches each tile, so that a stochastic stage gives the same
+            result tiled and untiled up to the blending.
+        tiles_per_call: Windows stacked into one call of ``fn`` (fewer, larger calls keep an
+            accelerator busy; HYPIR batches its UNet and VAE tiles this way).
+        pad: padding mode of the input (``"reflect"`` or ``"constant"`` zeros).
 
     Returns:
         ``(B, C', round(H * scale), round(W * scale))`` on ``x.device``, in ``fn``'s output dtype.
@@ -402,6 +429,8 @@ def tiled(
         raise ValueError(f"tiled: overlap must be >= 0; got {overlap}")
     if blend not in ("linear", "gaussian"):
         raise ValueError(f"tiled: blend must be 'linear' or 'gaussian'; got {blend!r}")
+    if tiles_per_call < 1:
+        raise ValueError(f"tiled: tiles_per_call must be >= 1; got {tiles_per_call}")
 
     scale = float(scale)
     frac = _exact_scale(scale)
@@ -409,16 +438,17 @@ def tiled(
     run_device = torch.device(device) if device is not None else x.device
     host = x.device
 
-    _, _, height, width = x.shape
+    batch, _, height, width = x.shape
     out_h, out_w = int(round(height * scale)), int(round(width * scale))
-    xp, _ = pad_to_multiple(x, align)
+    xp, _ = pad_to_multiple(x, align, mode=pad)
     hp, wp = int(xp.shape[-2]), int(xp.shape[-1])
     canvas_h, canvas_w = _scaled(hp, scale, frac), _scaled(wp, scale, frac)
+    extras = [_pad_aux(t, where, (height, width, hp, wp), (out_h, out_w, canvas_h, canvas_w), batch) for t, where in aux]
 
     tile_eff = max(align, tile // align * align) if tile > 0 else 0
     if tile <= 0 or (tile_eff >= hp and tile_eff >= wp):
         inp = xp.to(run_device)
-        out = _check_tile_output(fn(inp), inp, (canvas_h, canvas_w), scale)
+        out = _check_tile_output(fn(inp, *(t.to(run_device) for t, _ in extras)), inp, (canvas_h, canvas_w), scale)
         if out_channels is not None and out.shape[1] != out_channels:
             raise ValueError(f"tiled: fn returned {out.shape[1]} channels; expected {out_channels}")
         return out[..., :out_h, :out_w].to(host)
@@ -446,52 +476,59 @@ def tiled(
     def out_pos(start: int, canvas: int, size: int) -> int:
         return min(max(_scaled(start, scale, frac), 0), canvas - size)
 
+    windows = [(y0, x0, out_pos(y0, canvas_h, oth), out_pos(x0, canvas_w, otw)) for y0 in ys for x0 in xs]
     canvas: Tensor | None = None
     weight_sum: Tensor | None = None
     out_dtype: torch.dtype | None = None
     weights: dict[tuple[bool, bool, bool, bool], tuple[Tensor, Tensor]] = {}
 
-    for y0 in ys:
-        oy = out_pos(y0, canvas_h, oth)
-        for x0 in xs:
-            ox = out_pos(x0, canvas_w, otw)
-            # A private copy: fn may work in place, and neighbouring tiles share input pixels.
-            inp = xp[:, :, y0 : y0 + th, x0 : x0 + tw].to(run_device, copy=True)
-            out = _check_tile_output(fn(inp), inp, (oth, otw), scale)
-            del inp
-            if canvas is None:
-                if out_channels is not None and out.shape[1] != out_channels:
-                    raise ValueError(
-                        f"tiled: fn returned {out.shape[1]} channels; expected {out_channels}"
-                    )
-                out_dtype = out.dtype
-                acc_dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-                canvas = torch.zeros(
-                    (x.shape[0], out.shape[1], canvas_h, canvas_w), dtype=acc_dtype, device=host
-                )
-                weight_sum = torch.zeros((1, 1, canvas_h, canvas_w), dtype=acc_dtype, device=host)
-            elif out.shape[1] != canvas.shape[1]:
-                raise ValueError(
-                    f"tiled: fn returned {out.shape[1]} channels for one tile and "
-                    f"{canvas.shape[1]} for another"
-                )
+    for first in range(0, len(windows), tiles_per_call):
+        chunk = windows[first : first + tiles_per_call]
+        # Private copies: fn may work in place, and neighbouring tiles share input pixels.
+        inp = torch.cat([xp[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0, _, _ in chunk]).to(run_device, copy=True)
+        cut = []
+        for t, where in extras:
+            if where == "in":
+                cut.append(torch.cat([t[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0, _, _ in chunk]).to(run_device))
+            else:
+                cut.append(torch.cat([t[:, :, oy : oy + oth, ox : ox + otw] for _, _, oy, ox in chunk]).to(run_device))
+        outs = _check_tile_output(fn(inp, *cut), inp, (oth, otw), scale)
+        del inp, cut
+        if canvas is None:
+            if out_channels is not None and outs.shape[1] != out_channels:
+                raise ValueError(f"tiled: fn returned {outs.shape[1]} channels; expected {out_channels}")
+            out_dtype = outs.dtype
+            acc_dtype = torch.float64 if outs.dtype == torch.float64 else torch.float32
+            canvas = torch.zeros((batch, outs.shape[1], canvas_h, canvas_w), dtype=acc_dtype, device=host)
+            weight_sum = torch.zeros((1, 1, canvas_h, canvas_w), dtype=acc_dtype, device=host)
+        elif outs.shape[1] != canvas.shape[1]:
+            raise ValueError(f"tiled: fn returned {outs.shape[1]} channels for one tile and {canvas.shape[1]} for another")
+        for i, (y0, x0, oy, ox) in enumerate(chunk):
+            out = outs[i * batch : (i + 1) * batch]
             sides = (y0 > 0, y0 + th < hp, x0 > 0, x0 + tw < wp)
             if sides not in weights:
-                w_host = blend_window(
-                    oth, otw, out_ov_h, out_ov_w, blend,
-                    device=host, dtype=canvas.dtype, sides=sides,
-                )
+                w_host = blend_window(oth, otw, out_ov_h, out_ov_w, blend, device=host, dtype=canvas.dtype, sides=sides)
                 weights[sides] = (w_host.to(out.device), w_host)
             w_dev, w_host = weights[sides]
             contrib = (out.to(canvas.dtype) * w_dev).to(host)
-            del out
             canvas[:, :, oy : oy + oth, ox : ox + otw] += contrib
             weight_sum[:, :, oy : oy + oth, ox : ox + otw] += w_host
-            del contrib
+            del contrib, out
+        del outs
 
     assert canvas is not None and weight_sum is not None and out_dtype is not None
     result = canvas[:, :, :out_h, :out_w] / weight_sum[:, :, :out_h, :out_w]
     return result.to(out_dtype)
+
+
+def _pad_aux(t: Tensor, where: str, in_sizes: tuple[int, int, int, int], out_sizes: tuple[int, int, int, int], batch: int) -> tuple[Tensor, str]:
+    """Check an ``aux`` tensor's size and zero-pad it like the input (its padding is cropped away)."""
+    if where not in ("in", "out"):
+        raise ValueError(f"tiled: aux tensors are 'in' or 'out'; got {where!r}")
+    h, w, hp, wp = in_sizes if where == "in" else out_sizes
+    if t.dim() != 4 or t.shape[0] != batch or tuple(t.shape[-2:]) != (h, w):
+        raise ValueError(f"tiled: an {where!r} aux tensor must be ({batch}, C, {h}, {w}); got {tuple(t.shape)}")
+    return (F.pad(t, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else t), where
 
 
 # --------------------------------------------------------------------------------------------

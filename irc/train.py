@@ -447,9 +447,15 @@ def _lr_factor(spec, total: int):
     return factor
 
 
-def _optimizer(spec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _optimizer(spec, params: list[nn.Parameter], lr_scale=lambda p: 1.0) -> torch.optim.Optimizer:
+    """One optimiser for a loss group; parameters with a method-given ``lr_scale`` get their own
+    param group at that multiple of the rate (the schedule scales every group alike)."""
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
+    by_scale: dict[float, list[nn.Parameter]] = {}
+    for p in params:
+        by_scale.setdefault(float(lr_scale(p)), []).append(p)
+    groups = [{"params": ps, "lr": spec.lr * scale} for scale, ps in by_scale.items()]
+    return cls(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,18 +515,18 @@ class _RunState:
             "samples": t.samples,
             "nonfinite_total": t.nonfinite_total,
             "nonfinite_run": t.nonfinite_run,
-            "network": t.network.state_dict(),
+            "network": t.method.trainable_state(),
             "ema": None if t.ema is None else t.ema.state_dict(),
             "schedulers": {g: s.state_dict() for g, s in t.schedulers.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         t = self.t
-        t.network.load_state_dict(state["network"])
+        t.method.load_trainable_state(state["network"])
         if t.ema is not None:
             if state.get("ema") is None:
                 warnings.warn("the checkpoint has no EMA: it starts from the current weights", stacklevel=2)
-                t.ema.load_state_dict({"shadow": t.network.state_dict(), "updates": 0})
+                t.ema.load_state_dict({"shadow": t.method.trainable_state(), "updates": 0})
             else:
                 t.ema.load_state_dict(state["ema"])
         for group, scheduler in t.schedulers.items():
@@ -770,7 +776,7 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
 
     public = recipe_to_dict(recipe)
     public["data"]["train"] = [e if e in TRAINING_SETS else Path(e).name for e in recipe.data.train]
-    public["data"]["pairs"] = [[task, Path(lq).name, Path(gt).name, *rest] for task, lq, gt, *rest in recipe.data.pairs]
+    public["data"]["pairs"] = [[task, *(Path(f).name for f in where[:2]), *where[2:]] for task, *where in recipe.data.pairs]
     if public["data"].get("root"):
         public["data"]["root"] = None
     meta = dict(method.metadata())
@@ -854,17 +860,16 @@ class _Trainer:
         torch.manual_seed(recipe.seed)  # the same initial weights on every process
         cls = get_method(recipe.method)
         self.method = method = cls.from_config(recipe.config, device=self.device)
-        if method.network is None:
-            raise UsageError(f"method {recipe.method!r} has no network to train")
-        self.network = method.network
+        if not method.trainable_state():
+            raise UsageError(f"method {recipe.method!r} has no trainable component")
         groups = {g: list(ps) for g, ps in method.parameter_groups().items() if ps}
         if not groups:
             raise UsageError(f"method {recipe.method!r} has no trainable parameters")
-        own = {id(p) for p in self.network.parameters()}
+        own = {id(p) for c in method.components() if c.trainable for p in c.parameters()}
         seen: dict[int, str] = {}
         for group, params in groups.items():
             if any(id(p) not in own for p in params):
-                raise UsageError(f"method {recipe.method!r}: loss group {group!r} has parameters outside method.network (they would not be checkpointed)")
+                raise UsageError(f"method {recipe.method!r}: loss group {group!r} has parameters outside its trainable components (they would not be checkpointed)")
             for p in params:
                 if id(p) in seen:
                     raise UsageError(f"method {recipe.method!r}: a parameter is in both loss groups {seen[id(p)]!r} and {group!r}")
@@ -876,15 +881,15 @@ class _Trainer:
         self.raw_optimizers: dict[str, torch.optim.Optimizer] = {}
         for group, params in groups.items():
             spec = recipe.optimizer(group)
-            opt = _optimizer(spec, params)
+            opt = _optimizer(spec, params, method.lr_scale)
             self.schedulers[group] = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(spec, recipe.steps))
             self.raw_optimizers[group] = opt
         # Prepared so that accelerate checkpoints them (and places their state on the device).
         self.optimizers = {g: self.accelerator.prepare_optimizer(o) for g, o in self.raw_optimizers.items()}
         if recipe.ema.decay > 0:
-            self.ema = EMA(self.network, recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
+            self.ema = EMA(method.trainable_state(), recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
         self.accelerator.register_for_checkpointing(_RunState(self))
-        self.buffers = [b for b in self.network.buffers()]
+        self.buffers = [t for c in method.components() if c.trainable for t in c.tensors() if not isinstance(t, nn.Parameter)]
         method.train(True)
 
     def _open_validation(self) -> None:
@@ -957,7 +962,7 @@ class _Trainer:
     def _broadcast_weights(self) -> None:
         if self.world > 1:
             with torch.no_grad():
-                for t in self.network.state_dict().values():
+                for t in self.method.trainable_state().values():
                     torch.distributed.broadcast(t, src=0)
 
     def _replica_check(self) -> dict[str, Any] | None:
@@ -965,7 +970,7 @@ class _Trainer:
         if self.world == 1:
             return None
         digest = hashlib.sha256()
-        for key, t in sorted(self.network.state_dict().items()):
+        for key, t in sorted(self.method.trainable_state().items()):
             digest.update(key.encode())
             digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
         digests: list[Any] = [None] * self.world
@@ -1151,7 +1156,7 @@ class _Trainer:
         if self.main:
             from irc.evaluate import Run, evaluate
 
-            context = self.ema.swapped(self.network) if self.ema is not None else contextlib.nullcontext()
+            context = self.ema.swapped(self.method.trainable_state()) if self.ema is not None else contextlib.nullcontext()
             with context:
                 out = evaluate(Run(label=f"step-{self.step}", method=self.method, knobs=dict(self.recipe.validation.knobs)), self._bench)
             self.method.train(True)
@@ -1166,7 +1171,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------- export
     def export(self, out: Path) -> tuple[Path, str]:
-        context = self.ema.swapped(self.network) if self.ema is not None else contextlib.nullcontext()
+        context = self.ema.swapped(self.method.trainable_state()) if self.ema is not None else contextlib.nullcontext()
         with context:
             return _write_release(self.method, self.recipe, out, steps=self.step, trained_on=self.trained_on, name=self.name)
 
@@ -1218,7 +1223,7 @@ class _Trainer:
                 if finite:
                     self.nonfinite_run = 0
                     if self.ema is not None:
-                        self.ema.update(self.network, self.step)
+                        self.ema.update(self.method.trainable_state(), self.step)
                     for g, v in losses.items():
                         log_sums[g] = log_sums.get(g, 0.0) + v
                     log_count += 1
@@ -1392,7 +1397,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
     method = get_method(recipe.method).from_config(recipe.config, device="cpu")
     weights = state["ema"]["shadow"] if ema and state.get("ema") else state["network"]
-    method.network.load_state_dict(weights)
+    method.load_trainable_state(weights)
     name = name or recipe.export.name or run_dir.name
     return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name)
 

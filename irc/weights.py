@@ -80,7 +80,9 @@ class WeightsEntry:
         method: The method these weights belong to (``Method.name``).
         sha256: Lower-case hex SHA-256 of the file; always checked before use.
         license: Licence of the weights (SPDX id or a short phrase).
-        task: The task these weights solve (e.g. ``"denoise"``), if method-specific.
+        task: The task these weights solve (e.g. ``"cs"``), if method-specific.
+        tasks: Several tasks they solve (``tasks = ["auto", "noise"]``); ``task`` is the
+            one-task spelling. A default serves each of them.
         file: Path of a shipped file, relative to :func:`weights_dir`.
         url: Direct download address.
         hub: Hugging Face path ``org/repo[@revision]/path/in/repo.ext``.
@@ -94,12 +96,18 @@ class WeightsEntry:
     sha256: str
     license: str
     task: str | None = None
+    tasks: tuple[str, ...] = ()
     file: str | None = None
     url: str | None = None
     hub: str | None = None
     card: str | None = None
     default: bool = False
     description: str = ""
+
+    @property
+    def all_tasks(self) -> tuple[str, ...]:
+        """``tasks``, or ``(task,)``, or ``()`` for task-agnostic weights."""
+        return self.tasks or ((self.task,) if self.task else ())
 
     def source_url(self) -> str | None:
         """Where to download the file from: ``url``, else the hub URL, else ``None`` (shipped only)."""
@@ -232,6 +240,10 @@ def _parse_entry(raw: Any, where: str) -> WeightsEntry:
             raise _manifest_error(where, f"field {key!r} must be a string, got {type(value).__name__}")
         if key == "default" and not isinstance(value, bool):
             raise _manifest_error(where, f"field 'default' must be true or false, got {value!r}")
+        if key == "tasks" and not (isinstance(value, list) and value and all(isinstance(t, str) and t.strip() for t in value)):
+            raise _manifest_error(where, f"field 'tasks' must be a non-empty list of task names, got {value!r}")
+    if raw.get("task") and raw.get("tasks"):
+        raise _manifest_error(where, "give either task or tasks, not both")
     for key in ("name", "method"):
         if not raw[key].strip():
             raise _manifest_error(where, f"field {key!r} must not be empty")
@@ -256,6 +268,8 @@ def _parse_entry(raw: Any, where: str) -> WeightsEntry:
             raise _manifest_error(where, str(err)) from None
     data = dict(raw)
     data.setdefault("license", "unknown")
+    if "tasks" in data:
+        data["tasks"] = tuple(data["tasks"])
     return WeightsEntry(**data)
 
 
@@ -312,13 +326,14 @@ def load_manifest(path: Path | None = None) -> list[WeightsEntry]:
             raise _manifest_error(where, f"duplicate name {entry.name!r}")
         names.add(entry.name)
         if entry.default:
-            key = (entry.method, entry.task)
-            if key in defaults:
-                task = f" task {entry.task!r}" if entry.task else ""
-                raise _manifest_error(
-                    where, f"{defaults[key]!r} is already the default for method {entry.method!r}{task}"
-                )
-            defaults[key] = entry.name
+            for task_name in entry.all_tasks or (None,):
+                key = (entry.method, task_name)
+                if key in defaults:
+                    task = f" task {task_name!r}" if task_name else ""
+                    raise _manifest_error(
+                        where, f"{defaults[key]!r} is already the default for method {entry.method!r}{task}"
+                    )
+                defaults[key] = entry.name
         entries.append(entry)
     return entries
 
@@ -345,13 +360,12 @@ def default_entry(
     """
     candidates = [entry for entry in _manifest(manifest) if entry.method == method and entry.default]
     if task is not None:
-        for wanted in (task, None):
-            for entry in candidates:
-                if entry.task == wanted:
-                    return entry
-        return None
+        for entry in candidates:
+            if task in entry.all_tasks:
+                return entry
+        return next((entry for entry in candidates if not entry.all_tasks), None)
     for entry in candidates:
-        if entry.task is None:
+        if not entry.all_tasks:
             return entry
     return candidates[0] if len(candidates) == 1 else None
 

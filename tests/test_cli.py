@@ -72,8 +72,10 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     code, _, err = run(capsys, "restore", "--method", "nope", str(img))
     assert code == 2 and "unknown method 'nope'" in err
-    code, _, err = run(capsys, "restore", "--method", "bicubic", "--prompt", "a cat", str(img))
-    assert code == 2 and "prompt" in err and "scale" in err
+    code, _, err = run(capsys, "restore", "--method", "bicubic", "--ratio", "0.25", str(img))
+    assert code == 2 and "--ratio is an option of lorun, not of bicubic" in err
+    code, _, err = run(capsys, "restore", "--method", "bicubic", "-O", "ratio=0.25", str(img))
+    assert code == 2 and "ratio" in err and "scale" in err
     code, _, err = run(capsys, "restore", "--device", "cpu", "--dtype", "fp16", str(img))
     assert code == 2 and "fp16" in err
     code, _, err = run(capsys, "restore", "--tile", "big", str(img))

@@ -501,13 +501,12 @@ def test_tiled_overlap_not_smaller_than_tile_is_clamped(caplog):
 
 def test_tilespec_defaults_and_validation():
     spec = TileSpec()
-    assert (spec.support, spec.scale, spec.multiple_of, spec.min_overlap, spec.default_tile) == (
-        "supported", 1.0, 1, 16, 512,
-    )
+    assert (spec.support, spec.scale, spec.multiple_of, spec.overlap, spec.blend) == ("supported", 1.0, 1, 16, "linear")
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.scale = 2.0  # type: ignore[misc]  # frozen
     bad_specs = (
-        dict(support="sometimes"), dict(scale=0), dict(multiple_of=0), dict(min_overlap=-1)
+        dict(support="sometimes"), dict(support="internal"), dict(scale=0), dict(multiple_of=0), dict(overlap=-1),
+        dict(blend="box"), dict(bytes_per_pixel=0),
     )
     for bad in bad_specs:
         with pytest.raises(ValueError):

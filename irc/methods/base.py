@@ -1,54 +1,113 @@
 """The Method contract every restoration backend implements.
 
-A method is a small object around (at most) one ``torch.nn.Module``:
+A method is a set of named **components** around a typed config, run through the **stage
+runner**, fed its **declared input**, and driven by **declared options**:
 
-* ``Config`` — a frozen dataclass with every architectural knob, typed. It is stored in the
-  weights' metadata so :meth:`Method.from_weights` rebuilds the exact network, then loads the
-  tensors strictly.
-* ``knobs`` — the run-time options :meth:`Method.restore` accepts (HYPIR's prompt and fidelity,
-  LearnIR's step count and resolution schedule, LoRun's sampling ratio or measurement, TUR's task).
-  Unknown knobs are errors that list the valid ones.
-* ``tile_spec`` — how the shared :mod:`irc.tiling` function may cut the image. ``"supported"``
-  methods are wrapped by the generic tiler; ``"internal"`` methods (HYPIR: VAE /8, UNet, decode x8)
-  receive the tile options and call the same shared function on each of their stages.
-* :meth:`Method.training_step` returns named loss groups (``{"g": ..., "d": ...}`` for a GAN, one
-  group otherwise); the generic training loop owns optimisers, accumulation, EMA and checkpoints.
-  Training-only parts (TUR's uncertainty head) live in the network but are only used there.
+* ``Config`` — a frozen dataclass with every architectural choice, typed. It is stored in the
+  weights' metadata, so :meth:`Method.from_weights` rebuilds the exact network before loading.
+  ``tiny_config`` is a small variant the contract tests build offline, with no data pack.
+* **Components** (:class:`Component`, :meth:`Method.components`) — the named parts: TUR's
+  ``backbone`` and training-only ``head``; LoRun's shared ``base`` denoiser, its per-stage
+  ``stages`` (LoRA adapters, step sizes, gates) and its ``operator`` (the CS matrix or CASSI
+  mask); HYPIR's frozen ``unet``, ``vae`` and ``text_encoder`` from a diffusers repository and
+  its shipped, trainable ``lora``. Each is *shipped* (in our weights files), *frozen* (loaded
+  from elsewhere, never saved by us) or *training* (trained, never exported), and trainable or
+  not. What is saved, checkpointed, averaged (EMA), hashed across replicas and exported follows
+  from that: :meth:`Method.state_dict` is the shipped state, :meth:`Method.trainable_state` the
+  trained one, so a LoRA on a frozen 865 M-parameter UNet checkpoints megabytes. A component is
+  a module plus an optional key filter, so a LoRA living inside a UNet is a component of its own.
+  :meth:`Method.to` casts each component to the run's dtype unless it asks to stay fp32.
+* **Stages** — :meth:`Method.restore` hands its work to a :class:`~irc.runner.StageRunner`,
+  one call per stage, each with a :class:`~irc.tiling.TileSpec`. The runner owns tiling, the
+  overlap, the blend window, ``--tile auto`` and out-of-memory halving, and the per-image random
+  generators; no method tiles on its own. The default :meth:`Method.run_stages` is one stage
+  of :meth:`Method.forward`; multi-stage methods override it.
+* **Declared input** (:attr:`Method.input_kind`, per task through :meth:`task_profile`):
+  ``rgb`` (grey images are replicated and averaged back), ``luma`` (the method sees BT.601 Y of a
+  colour image, its chroma is kept), ``cube`` (spectral cubes), ``any`` (1 or 3 channels as they
+  come). :func:`irc.pipeline.restore_tensor` does the conversions, once, for every method. A
+  method that reconstructs measurement files (``--measurement``) implements
+  :meth:`Method.restore_measurement`.
+* **Declared options** — :data:`knobs` (from :mod:`irc.methods.options` for the built-in
+  methods) become the typed flags of ``irc restore`` / ``eval`` / ``bench``, their help, ``irc
+  methods`` and the completions. :meth:`check_knobs` validates names and types; an instance's
+  :meth:`knob_values` also checks them against the loaded weights (a CS ratio the weights do
+  not have fails before any image).
+* **Default weights follow the task** — :attr:`default_task`, ``--task``, or the benchmark
+  protocol's task choose the manifest default (:meth:`default_weights`).
+* :meth:`Method.training_step` returns named loss groups (``{"g": ..., "d": ...}`` for a GAN);
+  the training loop owns optimisers (one per group, from :meth:`parameter_groups`), accumulation,
+  clipping, mixed precision, EMA, checkpoints and resume.
 
-Images are ``(B, C, H, W)`` float tensors in ``[0, 1]``; ``C`` is one of ``input_channels``.
+Images are ``(B, C, H, W)`` float tensors in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from irc.config import build_config, check_keys, coerce, config_to_dict
 from irc.errors import UsageError, WeightsError
-from irc.tiling import TileSpec, auto_tile_size, run_with_oom_fallback, tiled
+from irc.methods.options import Knob, knob_choices
+from irc.runner import StageRunner
+from irc.tiling import TileSpec
+
+__all__ = ["Component", "EmptyConfig", "InputKind", "Knob", "Method", "TrainBatch"]
+
+InputKind = Literal["rgb", "luma", "cube", "any"]
+Role = Literal["shipped", "frozen", "training"]
 
 
 @dataclass(frozen=True)
-class Knob:
-    """A run-time option of :meth:`Method.restore`.
+class Component:
+    """A named part of a method (see the module docstring).
 
     Attributes:
-        name: keyword name (the CLI flag is ``--name`` with ``_`` as ``-``).
-        type: annotation used to coerce the value (``float``, ``int``, ``str``, ``Literal``...).
-        default: value used when the user gives none.
-        help: one line for ``irc methods`` and ``--help``.
+        name: e.g. ``backbone``, ``lora``, ``vae``.
+        module: the module holding it.
+        role: ``shipped`` (in irc's weights files), ``frozen`` (loaded from a base model, never
+            saved by irc) or ``training`` (trained, checkpointed, never exported).
+        trainable: optimised by ``irc train`` (then also averaged by EMA and checkpointed).
+        select: which entries of ``module.state_dict()`` belong to it (``None``: all of them).
+        prefix: prepended to its keys in the method's state dicts.
+        group: the loss group its parameters train in.
+        keep_fp32: stay fp32 when the method runs in bf16/fp16 (e.g. a VAE).
     """
 
     name: str
-    type: Any
-    default: Any
-    help: str
+    module: nn.Module
+    role: Role = "shipped"
+    trainable: bool = True
+    select: Callable[[str], bool] | None = None
+    prefix: str = ""
+    group: str = "main"
+    keep_fp32: bool = False
+
+    def owns(self, key: str) -> bool:
+        return self.select is None or self.select(key)
+
+    def state(self) -> dict[str, Tensor]:
+        """This component's live tensors (they share storage with the module), prefixed."""
+        return {self.prefix + k: v for k, v in self.module.state_dict().items() if self.owns(k)}
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for name, p in self.module.named_parameters():
+            if self.owns(name):
+                yield p
+
+    def tensors(self) -> Iterator[Tensor]:
+        yield from self.parameters()
+        for name, b in self.module.named_buffers():
+            if self.owns(name):
+                yield b
 
 
 @dataclass(frozen=True)
@@ -72,21 +131,28 @@ class TrainBatch:
     task: tuple[str, ...] | None = None
 
 
+_CHANNELS: dict[str, tuple[int, ...]] = {"rgb": (3,), "luma": (1,), "any": (1, 3)}
+
+
 class Method:
     """Base class of every restoration backend. Subclasses set the class attributes below."""
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     Config: ClassVar[type] = EmptyConfig
+    #: Config overrides of a small network for the offline contract tests.
+    tiny_config: ClassVar[dict[str, Any]] = {}
     tasks: ClassVar[tuple[str, ...]] = ("restore",)
+    #: The task whose default weights ``irc restore`` / ``irc bench`` use when none is given.
+    default_task: ClassVar[str | None] = None
     knobs: ClassVar[tuple[Knob, ...]] = ()
+    #: The single stage of :meth:`run_stages` (methods with several stages declare their own).
     tile_spec: ClassVar[TileSpec] = TileSpec()
-    input_channels: ClassVar[tuple[int, ...]] = (1, 3)
+    input_kind: ClassVar[InputKind] = "rgb"
     needs_weights: ClassVar[bool] = True
     trainable: ClassVar[bool] = True
-    extras: ClassVar[tuple[str, ...]] = ()
-    # Rough activation memory per input pixel at fp32, used by ``--tile auto``.
-    bytes_per_pixel: ClassVar[float] = 4096.0
+    #: Precisions this method runs in (``fp16`` only on accelerators).
+    dtypes: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")
     # Clamp outputs to [0, 1]; only ``identity`` opts out, so that it returns its input unchanged.
     clamp_output: ClassVar[bool] = True
     # What ``--dtype auto`` means on an accelerator; always fp32 on CPU.
@@ -99,9 +165,8 @@ class Method:
         self.device = torch.device(device)
         self.dtype = dtype
         self.network: nn.Module | None = self.build_network()
-        if self.network is not None:
-            self.network.to(self.device)
         self.weights_sha256: str | None = None
+        self.to(self.device, self.dtype)
 
     # ----------------------------------------------------------------- construction
     def build_network(self) -> nn.Module | None:
@@ -109,14 +174,25 @@ class Method:
         return None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | Any = None, **kwargs) -> "Method":
+    def from_config(cls, config: Mapping[str, Any] | Any = None, **kwargs) -> Method:
         """Build an untrained method from a config dataclass or a dict (unknown keys are errors)."""
         if config is None or isinstance(config, Mapping):
             config = build_config(cls.Config, config or {}, what=f"config key of {cls.name}")
         return cls(config, **kwargs)
 
     @classmethod
-    def from_weights(cls, weights: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, offline: bool | None = None) -> "Method":
+    def tiny(cls, **kwargs) -> Method:
+        """The small network of :attr:`tiny_config` (contract tests; random weights)."""
+        return cls.from_config(dict(cls.tiny_config), **kwargs)
+
+    @classmethod
+    def config_from_weights(cls, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The config dict stored in weights metadata (hook for methods that migrate old files)."""
+        config = metadata.get("config") or {}
+        return json.loads(config) if isinstance(config, str) else config
+
+    @classmethod
+    def from_weights(cls, weights: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, offline: bool | None = None) -> Method:
         """Build the network from the config stored in ``weights`` and load it strictly.
 
         Args:
@@ -129,13 +205,24 @@ class Method:
         stored = metadata.get("method")
         if stored is not None and stored != cls.name:
             raise WeightsError(f"{resolved.path}: weights are for method {stored!r}, not {cls.name!r}")
-        config = metadata.get("config") or {}
-        if isinstance(config, str):
-            config = json.loads(config)
-        method = cls.from_config(config, device=device, dtype=dtype)
-        method.load_state_dict(state)
+        method = cls.from_config(cls.config_from_weights(metadata), device=device, dtype=dtype, **cls._loading_kwargs())
+        try:
+            method.load_state_dict(cls.migrate_state(dict(state), metadata))
+        except WeightsError as err:
+            raise WeightsError(f"{resolved.path}: {err}") from None
+        method.to(method.device, method.dtype)  # loading may replace buffers
         method.weights_sha256 = resolved.sha256
         return method
+
+    @classmethod
+    def migrate_state(cls, state: dict[str, Tensor], metadata: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Convert tensors of files written by older irc versions (default: unchanged)."""
+        return state
+
+    @classmethod
+    def _loading_kwargs(cls) -> dict[str, Any]:
+        """Constructor keywords used when the tensors come from a file (e.g. skip data-driven init)."""
+        return {}
 
     @classmethod
     def default_weights(cls, task: str | None = None) -> str | None:
@@ -145,23 +232,86 @@ class Method:
         entry = default_entry(cls.name, task)
         return entry.name if entry else None
 
-    # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors to ship (never optimiser state). Training-only modules are excluded."""
-        return {} if self.network is None else dict(self.network.state_dict())
+    @classmethod
+    def tasks_with_default_weights(cls) -> list[str]:
+        """Tasks for which the manifest names default weights of this method."""
+        from irc.weights import load_manifest
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Load tensors strictly: missing or unexpected keys are an error naming them."""
-        if self.network is None:
-            if state:
-                raise WeightsError(f"{self.name} has no trainable parameters but the weights hold {len(state)} tensors")
-            return
-        result = self.network.load_state_dict(dict(state), strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise WeightsError(
-                f"weights do not fit {self.name} {self.config}: missing {list(result.missing_keys)[:5]}, "
-                f"unexpected {list(result.unexpected_keys)[:5]}"
-            )
+        found: list[str] = []
+        for entry in load_manifest():
+            if entry.method == cls.name and entry.default:
+                found.extend(entry.all_tasks or ("(any)",))
+        return found
+
+    # ----------------------------------------------------------------- components and state
+    def components(self) -> list[Component]:
+        """The method's components; by default its whole network, shipped and trainable."""
+        return [] if self.network is None else [Component("network", self.network)]
+
+    def component(self, name: str) -> Component:
+        for c in self.components():
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no component {name!r}")
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors to ship: the shipped components (never frozen bases or training-only parts)."""
+        return {k: v for c in self.components() if c.role == "shipped" for k, v in c.state().items()}
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Live tensors of the trainable components: what checkpoints, EMA and replica hashes cover."""
+        return {k: v for c in self.components() if c.trainable for k, v in c.state().items()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor], *, roles: tuple[Role, ...] = ("shipped",)) -> None:
+        """Load the components of ``roles`` from ``state`` strictly (keys, shapes, dtypes).
+
+        ``training`` components may be present or absent as a whole (a training checkpoint
+        exported with them, or release weights without them); anything else missing or left
+        over is an error naming the keys.
+        """
+        state = dict(state)
+        comps = [c for c in self.components() if c.role in roles or c.role == "training"]
+        used: set[str] = set()
+        problems: list[str] = []
+        for comp in comps:
+            own = comp.state()
+            given = {k: state[k] for k in own if k in state}
+            if comp.role == "training" and "training" not in roles and not given:
+                continue
+            missing = [k for k in own if k not in given]
+            if missing:
+                problems.append(f"{comp.name}: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+                continue
+            with torch.no_grad():
+                for key, value in given.items():
+                    target = own[key]
+                    if not isinstance(value, Tensor):
+                        problems.append(f"{key}: not a tensor")
+                    elif tuple(value.shape) != tuple(target.shape):
+                        problems.append(f"{key}: shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+                    elif value.is_floating_point() != target.is_floating_point():
+                        problems.append(f"{key}: dtype {value.dtype}, expected {target.dtype}")
+                    else:
+                        target.copy_(value.to(target.dtype))
+            used.update(given)
+        unexpected = [k for k in state if k not in used]
+        if unexpected:
+            problems.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if problems:
+            raise WeightsError(f"weights do not fit {self.name} ({self.config}): " + "; ".join(problems))
+
+    def load_trainable_state(self, state: Mapping[str, Tensor]) -> None:
+        """Load what :meth:`trainable_state` holds (a training checkpoint), strictly."""
+        live = self.trainable_state()
+        missing = [k for k in live if k not in state]
+        unexpected = [k for k in state if k not in live]
+        if missing or unexpected:
+            raise WeightsError(f"checkpoint does not fit {self.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for key, target in live.items():
+                if tuple(state[key].shape) != tuple(target.shape):
+                    raise WeightsError(f"checkpoint tensor {key}: shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
+                target.copy_(state[key])
 
     def metadata(self) -> dict[str, Any]:
         """Metadata stored next to the tensors (config as a dict)."""
@@ -169,17 +319,44 @@ class Method:
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per loss group; the training loop makes one optimiser each."""
-        if self.network is None:
-            return {}
-        return {"main": [p for p in self.network.parameters() if p.requires_grad]}
+        groups: dict[str, list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        for comp in self.components():
+            if not comp.trainable:
+                continue
+            for p in comp.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    groups.setdefault(comp.group, []).append(p)
+        return groups
+
+    def lr_scale(self, param: nn.Parameter) -> float:
+        """Factor on the recipe's learning rate for ``param`` (default 1)."""
+        return 1.0
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Method:
+        """Move every component to ``device`` and cast it to ``dtype`` (unless it keeps fp32)."""
+        self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        modules: dict[int, nn.Module] = {id(c.module): c.module for c in self.components()}
+        for module in modules.values():
+            module.to(self.device)
+        with torch.no_grad():
+            for comp in self.components():
+                target = torch.float32 if comp.keep_fp32 else self.dtype
+                for t in comp.tensors():
+                    if t.is_floating_point() and t.dtype != target:
+                        t.data = t.data.to(target)
+        return self
 
     def training_step(self, batch: TrainBatch, step: int) -> dict[str, Tensor]:
         """Losses of one step, one scalar per group in :meth:`parameter_groups`."""
         raise UsageError(f"method {self.name!r} is not trainable")
 
-    def train(self, mode: bool = True) -> "Method":
-        if self.network is not None:
-            self.network.train(mode)
+    def train(self, mode: bool = True) -> Method:
+        for module in {id(c.module): c.module for c in self.components()}.values():
+            module.train(mode)
         return self
 
     # ----------------------------------------------------------------- knobs
@@ -189,7 +366,8 @@ class Method:
 
     @classmethod
     def check_knobs(cls, knobs: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate and complete run-time knobs (unknown names are errors listing valid ones)."""
+        """Validate and complete run-time knobs: unknown names are errors listing valid ones;
+        values are coerced to the knob's type."""
         check_keys(knobs, cls.knob_names(), f"option for method {cls.name}:")
         values = {k.name: k.default for k in cls.knobs}
         by_name = {k.name: k for k in cls.knobs}
@@ -197,87 +375,113 @@ class Method:
             values[key] = coerce(value, by_name[key].type, key)
         return values
 
+    def knob_values(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`check_knobs`, then :meth:`validate_knobs` against these weights."""
+        values = self.check_knobs(knobs)
+        self.validate_knobs(values)
+        return values
+
+    def validate_knobs(self, values: dict[str, Any]) -> None:
+        """Check knob values against the loaded weights (e.g. a CS ratio); raise :class:`UsageError`."""
+
+    # ----------------------------------------------------------------- inputs and stages
+    @classmethod
+    def task_profile(cls, task: str | None = None) -> dict[str, Any]:
+        """What a task of this method takes and how it runs: ``{"input": InputKind,
+        "channels": (...), "stages": {name: TileSpec}}`` (``irc methods --json``)."""
+        return {"input": cls.input_kind, "channels": _CHANNELS.get(cls.input_kind, ()), "stages": {"network": cls.tile_spec}}
+
+    @property
+    def task(self) -> str | None:
+        """The task these weights solve (the config's, for methods whose config fixes it)."""
+        return getattr(self.config, "task", None) or self.default_task
+
+    @property
+    def input_channels(self) -> tuple[int, ...]:
+        return tuple(self.task_profile(self.task)["channels"])
+
+    @property
+    def kind(self) -> InputKind:
+        return self.task_profile(self.task)["input"]
+
     def output_scale(self, knobs: Mapping[str, Any]) -> float:
-        """Output size / input size for these knobs (default: the TileSpec's scale)."""
+        """Output size / input size for these knobs (default: the stage's scale)."""
         return self.tile_spec.scale
 
-    # ----------------------------------------------------------------- inference
+    def stage_spec(self, knobs: Mapping[str, Any]) -> TileSpec:
+        """The TileSpec of the single stage of :meth:`run_stages`, with the knobs' scale."""
+        return dataclasses.replace(self.tile_spec, scale=self.output_scale(knobs))
+
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
-        """Restore a tile or a whole image already on ``self.device``.
+        """Restore a tile or a whole image already on ``self.device``, in ``self.dtype``.
 
         Args:
             x: ``(B, C, H, W)`` in [0, 1], ``H``/``W`` padded to ``tile_spec.multiple_of``.
-            knobs: validated knobs (see :meth:`check_knobs`).
+            knobs: validated knobs.
 
         Returns:
-            ``(B, C', H*s, W*s)`` in [0, 1] with ``s = output_scale(knobs)``.
+            ``(B, C', H*s, W*s)`` with ``s = output_scale(knobs)``.
         """
         raise NotImplementedError
 
+    def run_stages(self, x: Tensor, runner: StageRunner, **knobs: Any) -> Tensor:
+        """All of the method's work on ``x`` through ``runner`` (default: one stage of :meth:`forward`)."""
+        return runner.run(lambda t: self.forward(t.to(self.dtype), **knobs).float(), x, self.stage_spec(knobs))
+
     @torch.no_grad()
-    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
-        """Restore ``x`` (on any device), tiling through :mod:`irc.tiling` per the TileSpec.
+    def restore(
+        self, x: Tensor, *, runner: StageRunner | None = None, tile: int | str = 0, tile_overlap: int | None = None, seed: int = 0, **knobs: Any
+    ) -> Tensor:
+        """Restore ``x`` (on any device) through the stage runner.
 
         Args:
-            x: ``(B, C, H, W)`` in [0, 1].
-            tile: tile edge in input pixels, ``0`` for none, ``"auto"`` to size tiles from free
-                device memory (halved on out-of-memory).
-            tile_overlap: overlap in input pixels (default: the TileSpec's ``min_overlap``).
+            x: ``(B, C, H, W)`` in [0, 1] with ``C`` the method's input channels (see
+                :func:`irc.pipeline.restore_tensor` for the conversions).
+            runner: the stage runner (tiling and randomness); built from ``tile``,
+                ``tile_overlap`` and ``seed`` when not given.
             knobs: method options (validated; unknown names raise :class:`UsageError`).
 
         Returns:
             ``(B, C', H', W')`` float32 on ``x.device``, in [0, 1] (``identity`` returns its
             input as it is, even out of range).
         """
-        if x.shape[1] not in self.input_channels:
-            raise UsageError(f"{self.name} takes {' or '.join(map(str, self.input_channels))}-channel images, got {x.shape[1]}")
-        values = self.check_knobs(knobs)
-        spec = self.tile_spec
-        overlap = spec.min_overlap if tile_overlap is None else int(tile_overlap)
+        channels = self.input_channels
+        if channels and x.shape[1] not in channels:
+            raise UsageError(f"{self.name} takes {' or '.join(map(str, channels))}-channel images, got {x.shape[1]}")
+        values = self.knob_values(knobs)
+        runner = runner or StageRunner(self.device, tile, tile_overlap, seed)
         self.train(False)
-        if spec.support == "internal":
-            return self._finish(self.forward_internal_tiling(x, tile=tile, tile_overlap=overlap, **values).float())
-        if spec.support == "unsupported":
-            tile = 0
-
-        scale = self.output_scale(values)
-
-        def run(edge: int) -> Tensor:
-            return tiled(
-                lambda t: self.forward(t.to(self.dtype), **values).float(),
-                x,
-                tile=edge,
-                overlap=overlap,
-                scale=scale,
-                multiple_of=spec.multiple_of,
-                device=self.device,
-            )
-
-        if tile == "auto":
-            edge = auto_tile_size(self.device, bytes_per_pixel=self.bytes_per_pixel, channels=x.shape[1], multiple_of=spec.multiple_of)
-            out = run_with_oom_fallback(run, edge, multiple_of=spec.multiple_of)
-        else:
-            out = run(int(tile))
-        return self._finish(out)
-
-    def _finish(self, out: Tensor) -> Tensor:
+        out = self.run_stages(x, runner.for_batch(x.shape[0]), **values).float()
         return out.clamp_(0, 1) if self.clamp_output else out
 
-    def forward_internal_tiling(self, x: Tensor, *, tile: int | str, tile_overlap: int, **knobs: Any) -> Tensor:
-        """Restore with the method's own multi-stage tiling (``TileSpec.support == "internal"``)."""
-        raise NotImplementedError(f"{self.name} declares internal tiling but does not implement it")
+    def restore_measurement(self, path: Path, **knobs: Any) -> Tensor:
+        """Reconstruct a measurement file (``--measurement``); ``(1, C, H, W)`` on the CPU."""
+        raise UsageError(f"method {self.name!r} does not reconstruct measurement files")
+
+    def measurement_kind(self) -> str | None:
+        """``"image"`` / ``"cube"`` when these weights reconstruct measurement files, else ``None``."""
+        return None
 
     # ----------------------------------------------------------------- description
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """A JSON-able description for ``irc methods``."""
+        profiles = {}
+        for task in cls.tasks:
+            p = cls.task_profile(task)
+            profiles[task] = {"input": p["input"], "channels": list(p["channels"]), "stages": {n: s.describe() for n, s in p["stages"].items()}}
         return {
             "name": cls.name,
             "summary": cls.summary,
             "tasks": list(cls.tasks),
-            "knobs": [{"name": k.name, "default": k.default, "help": k.help} for k in cls.knobs],
+            "default_task": cls.default_task,
+            "knobs": [
+                {"name": k.name, "flag": k.flag, "default": k.default, "help": k.help, **({"choices": list(knob_choices(k))} if knob_choices(k) else {})}
+                for k in cls.knobs
+            ],
             "config": [f.name for f in dataclasses.fields(cls.Config)],
-            "tiling": cls.tile_spec.support,
+            "profiles": profiles,
+            "dtypes": list(cls.dtypes),
             "needs_weights": cls.needs_weights,
             "trainable": cls.trainable,
         }

@@ -54,7 +54,6 @@ Tasks and operators:
 
 from __future__ import annotations
 
-import contextvars
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,16 +65,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from irc.errors import UsageError, WeightsError
-from irc.methods.base import Knob, Method, TrainBatch
-from irc.nn.lora import LoRAConv2d, base_parameters, lora_parameters, set_stage
+from irc.methods.base import Component, Method, TrainBatch
+from irc.methods.options import OPTIONS
+from irc.nn.lora import LoRAConv2d, base_parameters, set_stage
 from irc.operators.cs import BlockCS
+from irc.operators.measurements import load_cs_measurement, save_cs_measurement
 from irc.tiling import TileSpec
 
 __all__ = ["LoRun", "LoRunConfig", "LoRunNet", "UNetDenoiser", "load_cs_measurement", "pca_matrix", "save_cs_measurement"]
-
-# Set while from_weights builds a network whose tensors are about to be overwritten: skips the
-# data-dependent initialisations (PCA matrix, init_from) that only training needs.
-_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("lorun_loading", default=False)
 
 
 @dataclass(frozen=True)
@@ -226,7 +223,7 @@ class LoRunNet(nn.Module):
         mask: CASSI mask buffer ``(H, W)`` (task ``cassi``).
     """
 
-    def __init__(self, config: LoRunConfig):
+    def __init__(self, config: LoRunConfig, *, loading: bool = False):
         super().__init__()
         self.config = cfg = config
         k = cfg.unfolded
@@ -249,16 +246,16 @@ class LoRunNet(nn.Module):
             from irc.operators.cs import num_measurements
 
             m = num_measurements(cfg.ratio, cfg.block**2)
-            if cfg.matrix_init == "pca" and not _LOADING.get():
+            if cfg.matrix_init == "pca" and not loading:
                 phi = pca_matrix(m, cfg.block)
             else:
                 draw = BlockCS(cfg.ratio, cfg.block, 1, matrix="gaussian" if cfg.matrix_init == "gaussian" else "orthogonal")
                 phi = draw.phi
-            self.cs = _GainCS.from_matrix(phi * PHI_GAIN, block=cfg.block, learnable=cfg.learnable_matrix, orthonormal_rows=False)
+            self.cs = BlockCS.from_matrix(phi, block=cfg.block, learnable=cfg.learnable_matrix, orthonormal_rows=False)
         elif cfg.task == "cassi":
             from irc.operators.cassi import load_mask, simulation_mask_path
 
-            if _LOADING.get() or (not cfg.mask and not _pack_has_mask()):
+            if loading or (not cfg.mask and not _pack_has_mask()):
                 mask = torch.zeros(256, 256)  # replaced by the weights' mask
             else:
                 mask = load_mask(cfg.mask or simulation_mask_path())
@@ -296,23 +293,12 @@ class LoRunNet(nn.Module):
 # few hundred steps at lr 5e-4.
 GATE_GAIN = 10.0
 
-# The CS matrix is stored multiplied by this gain (entries of order 1 / 3 instead of 1 / 33), so
-# that one Adam learning rate suits both the denoiser and the matrix: Adam's step is about ``lr``
-# in parameter units, which for raw entries of size 1/33 would move the matrix ten times faster,
-# relative to its size, than a gain of 10 does.
-PHI_GAIN = 10.0
-
-
-class _GainCS(BlockCS):
-    """:class:`BlockCS` whose ``phi`` holds ``PHI_GAIN`` times the sampling matrix."""
-
-    def _kernel(self, ref: Tensor) -> tuple[Tensor, int]:
-        w, groups = super()._kernel(ref)
-        return w / PHI_GAIN, groups
-
-    def sampling_matrix(self) -> Tensor:
-        """The sampling matrix ``(M, block^2)`` itself."""
-        return self.phi.detach() / PHI_GAIN
+# The CS matrix trains at a tenth of the learning rate (LoRun.lr_scale): Adam moves a parameter
+# by about ``lr`` per step in its own units, which for entries of size 1/33 would move the matrix
+# ten times faster, relative to its size, than the denoiser's weights. (Older files stored the
+# matrix multiplied by 10 for the same reason; LoRun.migrate_state converts them.)
+PHI_LR_SCALE = 0.1
+_LEGACY_PHI_GAIN = 10.0
 
 
 def _pack_has_mask() -> bool:
@@ -361,70 +347,19 @@ def pca_matrix(m: int, block: int = 33, *, blocks: int = 40000, seed: int = 0) -
     return top.float().contiguous()
 
 
-# ------------------------------------------------------------------------- measurement files
-
-
-def save_cs_measurement(path: str | Path, y: Tensor, size: tuple[int, int], ratio: float, block: int) -> Path:
-    """Write a CS measurement file (safetensors): ``y`` ``(M, h, w)`` and the image size.
-
-    Layout: tensor ``y`` (float32, ``(M, ceil(H / B), ceil(W / B))``: channel ``m`` at block
-    ``(i, j)`` is measurement ``m`` of that block, blocks of the zero-padded image), metadata
-    ``{"format": "irc-cs-measurement", "height", "width", "ratio", "block"}``. The sampling
-    matrix is the one stored in the weights that reconstruct it.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    y = y.detach().float().cpu()
-    if y.ndim == 4:
-        y = y[0]
-    meta = {"format": "irc-cs-measurement", "height": str(int(size[0])), "width": str(int(size[1])), "ratio": repr(float(ratio)), "block": str(int(block))}
-    save_file({"y": y.contiguous()}, str(path), metadata=meta)
-    return path
-
-
-def load_cs_measurement(path: str | Path) -> tuple[Tensor, tuple[int, int], dict[str, str]]:
-    """Read :func:`save_cs_measurement` files (also ``.npz`` with ``y``, ``height``, ``width``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"measurement file not found: {path}")
-    if path.suffix == ".npz":
-        import numpy as np
-
-        with np.load(path) as data:
-            if "y" not in data:
-                raise UsageError(f"{path}: a CS measurement .npz needs arrays y, height, width")
-            y = torch.from_numpy(np.asarray(data["y"], dtype=np.float32))
-            meta = {k: str(np.asarray(data[k]).item()) for k in data.files if k != "y"}
-    else:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                y = f.get_tensor("y").float()
-        except Exception as err:  # noqa: BLE001
-            raise UsageError(f"{path}: not a CS measurement file ({err})") from None
-    if y.ndim == 4:
-        y = y[0]
-    if y.ndim != 3 or "height" not in meta or "width" not in meta:
-        raise UsageError(f"{path}: expected y (M, h, w) and height / width metadata")
-    return y, (int(meta["height"]), int(meta["width"])), meta
-
-
 # ------------------------------------------------------------------------------------ method
 
 
-class _ClassOrInstanceMethod:
-    """Bind a function to the instance when there is one, else to the class."""
+def _is_base_key(key: str) -> bool:
+    return key.startswith(("denoiser.", "denoisers.")) and ".lora_" not in key
 
-    def __init__(self, func):
-        self.func = func
-        self.__doc__ = func.__doc__
 
-    def __get__(self, obj, cls=None):
-        owner = obj if obj is not None else cls
-        return lambda *args, **kwargs: self.func(owner, *args, **kwargs)
+def _is_stage_key(key: str) -> bool:
+    return key in ("rho_raw", "gate_raw") or ".lora_" in key
+
+
+def _is_operator_key(key: str) -> bool:
+    return key.startswith("cs.") or key == "mask"
 
 
 class LoRun(Method):
@@ -433,64 +368,84 @@ class LoRun(Method):
     name = "lorun"
     summary = "Deep LoRA-unfolding network (TIP 2026): K-stage PGD, one shared denoiser + per-stage LoRA; CS, CASSI, SR"
     Config = LoRunConfig
+    tiny_config = {"task": "cs", "stages": 2, "channels": 4, "mid_blocks": 1, "ratio": 0.25}
     tasks = ("cs", "cassi", "sr")
-    knobs = (
-        Knob("task", str, "", "cs, cassi or sr; must match the weights (it selects the shipped default weights)"),
-        Knob("ratio", float, 0.0, "CS sampling ratio; must match the weights (0: the weights' ratio)"),
-        Knob("measurement", str, "", "reconstruct this measurement file instead of simulating one (CS: .safetensors/.npz y; CASSI: .mat)"),
-        Knob("scale", float, 0.0, "SR factor; must match the weights (0: the weights' factor)"),
-        Knob("kernel", int | str, 0, "SR: the blur of the input: a USRNet kernel index 0-11 (data pack), gaussian:SIGMA, or a kernel file (.npy, .mat, image)"),
-        Knob("mask", str, "", "CASSI: coded-mask .mat for --measurement when it differs from the weights' mask (e.g. CASSI/real/mask.mat)"),
-        Knob("stages", int, 0, "unfolded stages to run (0: all)"),
-    )
-    # CS measures every 33x33 block independently, so tiles aligned to the block grid and cut
-    # through the whole pipeline (measure + reconstruct) differ from the whole-image result only
-    # through the denoiser's receptive field at tile borders (hidden by the overlap).
-    # CS: internal, see forward_internal_tiling; set per task in __init__.
-    tile_spec = TileSpec(support="internal", multiple_of=33, min_overlap=66, default_tile=528)
-    input_channels = (1, 3)  # CS: grey, or RGB sensed on Y (see restore)
-    bytes_per_pixel = 2048.0
+    default_task = "cs"
+    knobs = OPTIONS["lorun"]
 
-    def __init__(self, config: Any = None, **kwargs: Any):
+    def __init__(self, config: Any = None, *, loading: bool = False, **kwargs: Any):
+        self._loading = loading
         super().__init__(config, **kwargs)
         cfg = self.config
         self._kernels: dict[int | str, Tensor] = {}  # SR blur kernels by knob value (see _kernel_tensor)
-        if cfg.task == "sr":
-            self.tile_spec = TileSpec(support="supported", scale=float(cfg.scale), multiple_of=4, min_overlap=16, default_tile=256)
-            self.input_channels = (3,)
-        elif cfg.task == "cassi":
-            self.tile_spec = TileSpec(support="unsupported")
-            self.input_channels = (cfg.bands,)
-        else:
-            self.tile_spec = TileSpec(support="internal", multiple_of=cfg.block, min_overlap=2 * cfg.block, default_tile=16 * cfg.block)
-        if cfg.init_from and not _LOADING.get():
+        self.tile_spec = self.task_profile(cfg.task)["stages"]["unfold"]
+        if cfg.init_from and not loading:
             self.initialise_from(cfg.init_from)
         if cfg.phase == 2 and cfg.variant == "lorun":
             for p in base_parameters(self.network.denoiser):
                 p.requires_grad_(False)
 
+    @classmethod
+    def task_profile(cls, task: str | None = None) -> dict[str, Any]:
+        """CS works on Y (grey) in tiles aligned to its zero-padded block grid: every tile measures
+        exactly the blocks the whole image would, so tiles differ only through the denoiser's
+        receptive field near their borders, which the overlap blends away. SR tiles like any
+        network (at the SR factor). CASSI never tiles: the coded mask is as large as the cube."""
+        task = task or cls.default_task
+        if task == "sr":
+            spec = TileSpec(support="supported", scale=4.0, multiple_of=4, overlap=16, bytes_per_pixel=2048.0)
+            return {"input": "rgb", "channels": (3,), "stages": {"unfold": spec}}
+        if task == "cassi":
+            return {"input": "cube", "channels": (28,), "stages": {"unfold": TileSpec(support="unsupported", bytes_per_pixel=2048.0)}}
+        spec = TileSpec(support="supported", multiple_of=33, overlap=66, bytes_per_pixel=2048.0, pad="constant")
+        return {"input": "luma", "channels": (1,), "stages": {"unfold": spec}}
+
+    @property
+    def input_channels(self) -> tuple[int, ...]:
+        return (self.config.bands,) if self.config.task == "cassi" else super().input_channels
+
     # ---------------------------------------------------------------- construction / weights
     def build_network(self) -> nn.Module:
-        return LoRunNet(self.config)
+        return LoRunNet(self.config, loading=self._loading)
 
     @classmethod
-    def from_weights(cls, weights, **kwargs) -> LoRun:
-        token = _LOADING.set(True)
-        try:
-            return super().from_weights(weights, **kwargs)
-        finally:
-            _LOADING.reset(token)
+    def _loading_kwargs(cls) -> dict[str, Any]:
+        return {"loading": True}
+
+    def components(self) -> list[Component]:
+        """``base`` (the shared denoiser; frozen in phase 2), ``stages`` (per-stage LoRA, steps,
+        gates) and ``operator`` (the CS matrix, trainable when learnable, or the CASSI mask)."""
+        cfg, net = self.config, self.network
+        base_trains = cfg.variant == "block" or cfg.phase == 1
+        return [
+            Component("base", net, "shipped", trainable=base_trains, select=_is_base_key),
+            Component("stages", net, "shipped", trainable=True, select=_is_stage_key),
+            Component("operator", net, "shipped", trainable=cfg.task == "cs" and cfg.learnable_matrix, select=_is_operator_key),
+        ]
+
+    def lr_scale(self, param: nn.Parameter) -> float:
+        """The CS matrix trains at ``PHI_LR_SCALE`` times the recipe's learning rate."""
+        cs = getattr(self.network, "cs", None)
+        return PHI_LR_SCALE if cs is not None and param is cs.phi else 1.0
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
         meta["config"] = {**meta["config"], "init_from": ""}
+        meta["cs_phi"] = "unscaled"
         return meta
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+    @classmethod
+    def migrate_state(cls, state: dict[str, Tensor], metadata: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Files written before the matrix was stored unscaled hold ``10 x Phi``."""
+        if "cs.phi" in state and metadata.get("cs_phi") != "unscaled":
+            state = {**state, "cs.phi": state["cs.phi"] / _LEGACY_PHI_GAIN}
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Tensor], **kwargs: Any) -> None:
         mask = state.get("mask")
         if self.config.task == "cassi" and mask is not None and mask.shape != self.network.mask.shape:
             self.network.mask = torch.zeros_like(mask, device=self.device)  # the weights' own mask size
-        super().load_state_dict(state)
+        super().load_state_dict(state, **kwargs)
 
     @torch.no_grad()
     def initialise_from(self, weights: str | Path) -> None:
@@ -505,6 +460,7 @@ class LoRun(Method):
         state, meta = load_weights(resolved.path)
         if meta.get("method") not in (None, self.name):
             raise WeightsError(f"{resolved.path}: weights are for {meta.get('method')!r}, not lorun")
+        state = self.migrate_state(state, meta)
         net = self.network
         own = net.state_dict()
         copied = 0
@@ -529,21 +485,9 @@ class LoRun(Method):
         if copied == 0:
             raise WeightsError(f"{resolved.path}: no tensor fits this lorun network")
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        net = self.network
-        cfg = self.config
-        if cfg.variant == "block" or cfg.phase == 1:
-            return {"main": [p for p in net.parameters() if p.requires_grad]}
-        params = [net.rho_raw] + lora_parameters(net.denoiser)
-        if hasattr(net, "gate_raw"):
-            params.append(net.gate_raw)
-        if cfg.task == "cs" and cfg.learnable_matrix:
-            params.append(net.cs.phi)
-        return {"main": params}
-
     # ---------------------------------------------------------------- knobs
-    def _check_against_config(self, values: Mapping[str, Any]) -> None:
-        """Knob values that must agree with the weights (checked once the weights are known)."""
+    def validate_knobs(self, values: dict[str, Any]) -> None:
+        """Knob values that must agree with the weights: task, ratio, scale, kernel, stages."""
         cfg = self.config
         if values["task"] and values["task"] != cfg.task:
             raise UsageError(f"these lorun weights are for the {cfg.task} task, not {values['task']!r}")
@@ -562,52 +506,6 @@ class LoRun(Method):
             self._kernel_tensor(values["kernel"])  # a missing or malformed kernel fails before any image
         if not 0 <= values["stages"] <= self.network.stages:
             raise UsageError(f"stages must be 0..{self.network.stages}, got {values['stages']}")
-
-    @_ClassOrInstanceMethod
-    def check_knobs(owner, knobs: Mapping[str, Any]) -> dict[str, Any]:
-        """:meth:`Method.check_knobs`; on an instance also against the weights (ratio, scale, task).
-
-        Called on the class (no weights yet) it only validates names and types, so that
-        ``irc restore`` fails fast on a ratio the loaded weights do not have.
-        """
-        cls = owner if isinstance(owner, type) else type(owner)
-        values = Method.check_knobs.__func__(cls, knobs)  # type: ignore[attr-defined]
-        if not isinstance(owner, type):
-            owner._check_against_config(values)
-        return values
-
-    @torch.no_grad()
-    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
-        """:meth:`Method.restore`, after checking the knobs against the weights (ratio, scale)."""
-        self.check_knobs(knobs)
-        if self.config.task == "cs" and x.shape[1] == 3:
-            # CS works on luminance (the Set11 / Set14 protocol): Y is sensed and reconstructed,
-            # the chroma of the input is kept.
-            from irc.pipeline import rgb_to_ycbcr, ycbcr_to_rgb
-
-            ycc = rgb_to_ycbcr(x)
-            y = super().restore(ycc[:, :1].contiguous(), tile=tile, tile_overlap=tile_overlap, **knobs)
-            return ycbcr_to_rgb(torch.cat([y, ycc[:, 1:].to(y)], dim=1)).clamp_(0, 1)
-        return super().restore(x, tile=tile, tile_overlap=tile_overlap, **knobs)
-
-    def forward_internal_tiling(self, x: Tensor, *, tile: int | str, tile_overlap: int, **knobs: Any) -> Tensor:
-        """CS: measure and reconstruct whole images, or block-aligned tiles for bounded memory.
-
-        Tiles start on the block grid (``multiple_of = block``), so every tile measures exactly
-        the blocks the whole image would; tiles differ from the whole-image result only through
-        the denoiser's receptive field near tile borders, which the overlap blends away.
-        """
-        from irc.tiling import auto_tile_size, run_with_oom_fallback, tiled
-
-        b = self.config.block
-
-        def run(edge: int) -> Tensor:
-            return tiled(lambda t: self.forward(t.to(self.dtype), **knobs).float(), x, tile=edge, overlap=max(int(tile_overlap), b), multiple_of=b, device=self.device)
-
-        if tile == "auto":
-            edge = auto_tile_size(self.device, bytes_per_pixel=self.bytes_per_pixel, channels=x.shape[1], multiple_of=b)
-            return run_with_oom_fallback(run, edge, multiple_of=b)
-        return run(int(tile))
 
     def output_scale(self, knobs: Mapping[str, Any]) -> float:
         return float(self.config.scale) if self.config.task == "sr" else 1.0
@@ -665,7 +563,7 @@ class LoRun(Method):
     def _sr_op(self, kernel: Tensor):
         from irc.operators.blur_sr import BlurDownsample
 
-        return BlurDownsample(kernel.to(self.device), int(self.config.scale))
+        return BlurDownsample(kernel.to(self.device, self.dtype), int(self.config.scale))
 
     def _forward_sr(self, y: Tensor, op, stages: int | None) -> Tensor:
         """High-resolution image from ``y``, starting at its bicubic up-sampling."""
@@ -723,25 +621,32 @@ class LoRun(Method):
         vectorised row-major); ``y_i = Phi x_i`` for every ``block x block`` block ``x_i``."""
         if self.config.task != "cs":
             raise UsageError("sampling_matrix: these lorun weights are not for the cs task")
-        return self.network.cs.sampling_matrix().float().cpu()
+        return self.network.cs.phi.detach().float().cpu()
 
     @torch.no_grad()
     def measure_cs(self, image: Tensor, path: str | Path) -> Path:
-        """Simulate the measurement of ``image`` ``(1, 1, H, W)`` and write it as a measurement file."""
+        """Simulate the measurement of ``image`` ``(1, 1, H, W)`` (zero-padded to the block grid)
+        and write it as a measurement file (:mod:`irc.operators.measurements`)."""
         from irc.operators.cs import pad_to_block
 
         xp, size = pad_to_block(image.to(self.device, self.dtype), self.config.block)
-        return save_cs_measurement(path, self.network.cs.A(xp), size, self.config.ratio, self.config.block)
+        return save_cs_measurement(path, self.network.cs.A(xp), size, self.config.ratio, self.config.block, phi=self.sampling_matrix())
+
+    def measurement_kind(self) -> str | None:
+        return {"cs": "image", "cassi": "cube"}.get(self.config.task)
 
     @torch.no_grad()
-    def restore_measurement(self, path: str | Path, *, stages: int = 0, mask: str | Path = "") -> Tensor:
-        """Reconstruct a real measurement file (CS: :func:`save_cs_measurement`; CASSI: ``.mat``).
+    def restore_measurement(self, path: str | Path, **knobs: Any) -> Tensor:
+        """Reconstruct a measurement file (CS: :func:`save_cs_measurement`; CASSI: ``.mat``).
 
         Returns:
             ``(1, C, H, W)`` in [0, 1] on the CPU.
         """
+        from irc.operators.measurements import load_cassi_measurement, matrix_fingerprint
+
+        values = self.knob_values(knobs)
         self.train(False)
-        st = int(stages) or None
+        st = int(values["stages"]) or None
         if self.config.task == "cs":
             y, size, meta = load_cs_measurement(path)
             cs = self.network.cs
@@ -749,19 +654,19 @@ class LoRun(Method):
                 raise UsageError(f"{path}: {y.shape[0]} measurements per block, but these weights sample {cs.m} (ratio {self.config.ratio:g})")
             if "block" in meta and int(meta["block"]) != self.config.block:
                 raise UsageError(f"{path}: block {meta['block']} but the weights use {self.config.block}")
+            if "phi_sha256" in meta and meta["phi_sha256"] != matrix_fingerprint(self.sampling_matrix()):
+                raise UsageError(f"{path}: measured with another sampling matrix than these weights' (fingerprint {meta['phi_sha256']}); reconstruct it with the weights that measured it")
             out = self.reconstruct_cs(y[None].to(self.device, self.dtype), st)
             return out[..., : size[0], : size[1]].float().clamp(0, 1).cpu()
         if self.config.task == "cassi":
-            from irc.operators.cassi import load_mask, load_measurement
+            from irc.operators.cassi import load_mask
 
-            y = load_measurement(path).float()
-            while y.ndim < 4:
-                y = y[None]
-            m = load_mask(mask).to(self.device, self.dtype) if mask else self.network.mask
+            y = load_cassi_measurement(path)
+            m = load_mask(values["mask"]).to(self.device, self.dtype) if values["mask"] else self.network.mask
             if y.shape[-2] != m.shape[-2] or y.shape[-1] != m.shape[-1] + 2 * (self.config.bands - 1):
                 raise UsageError(
                     f"{path}: measurement {tuple(y.shape[-2:])} does not fit the mask {tuple(m.shape)} with {self.config.bands} bands; "
-                    "pass the mask it was taken with (-O mask=FILE.mat)"
+                    "pass the mask it was taken with (--mask FILE.mat)"
                 )
             return self.reconstruct_cassi(y.to(self.device, self.dtype), st, mask=m).float().clamp(0, 1).cpu()
         raise UsageError("lorun sr reconstructs low-resolution images: pass the image itself, not --measurement")

@@ -1,9 +1,9 @@
-"""Exponential moving average (EMA) of a module's weights.
+"""Exponential moving average (EMA) of a module's weights, or of any live state dict.
 
 Hand-written rather than taken from a library: ``torch.optim.swa_utils.AveragedModel`` keeps a
 deep copy of the whole module (a second network object to build, move and checkpoint) and
 ``timm``/``diffusers`` would be a dependency for thirty lines. Here the shadow is a plain dict of
-tensors keyed like ``module.state_dict()``, so it checkpoints as tensors and swaps into the live
+tensors keyed like ``_live(module)``, so it checkpoints as tensors and swaps into the live
 module for validation and export without a second network object.
 
 Every floating-point entry of the state dict (parameters and buffers such as BatchNorm running
@@ -22,11 +22,18 @@ from torch import Tensor, nn
 __all__ = ["EMA"]
 
 
+def _live(source: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Live tensors (sharing storage with the weights) of a module or a state mapping such as
+    :meth:`irc.methods.base.Method.trainable_state`."""
+    return source.state_dict() if isinstance(source, nn.Module) else dict(source)
+
+
 class EMA:
     """Shadow weights ``s <- decay * s + (1 - decay) * w`` of ``module``.
 
     Args:
-        module: the network whose weights are averaged; the shadow starts as a copy of them,
+        module: the network whose weights are averaged (or its live state mapping, e.g. a
+            method's trainable components); the shadow starts as a copy of them,
             on the same device and with the same dtypes.
         decay: averaging factor in ``[0, 1)``.
         every: average every this many steps (other steps leave the shadow alone).
@@ -36,7 +43,7 @@ class EMA:
     Call :meth:`update` after every optimiser step with the number of steps completed.
     """
 
-    def __init__(self, module: nn.Module, decay: float = 0.999, *, every: int = 1, start: int = 0):
+    def __init__(self, module: nn.Module | Mapping[str, Tensor], decay: float = 0.999, *, every: int = 1, start: int = 0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         if every < 1 or start < 0:
@@ -45,10 +52,10 @@ class EMA:
         self.every = int(every)
         self.start = int(start)
         self.updates = 0
-        self.shadow: dict[str, Tensor] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.shadow: dict[str, Tensor] = {k: v.detach().clone() for k, v in _live(module).items()}
 
-    def _pairs(self, module: nn.Module) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-        live = module.state_dict()
+    def _pairs(self, module: nn.Module | Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        live = _live(module)
         if live.keys() != self.shadow.keys():
             missing = sorted(set(self.shadow) ^ set(live))[:5]
             raise RuntimeError(f"EMA and module state differ in keys: {missing}")
@@ -64,7 +71,7 @@ class EMA:
         return float_s, float_w, other_s, other_w
 
     @torch.no_grad()
-    def update(self, module: nn.Module, step: int) -> bool:
+    def update(self, module: nn.Module | Mapping[str, Tensor], step: int) -> bool:
         """Fold the current weights of ``module`` into the shadow after optimiser step ``step``.
 
         Args:
@@ -88,23 +95,23 @@ class EMA:
         return True
 
     @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
+    def copy_to(self, module: nn.Module | Mapping[str, Tensor]) -> None:
         """Load the shadow weights into ``module`` (in place, keeping its device and dtypes)."""
-        live = module.state_dict()
+        live = _live(module)
         for key, shadow in self.shadow.items():
             live[key].copy_(shadow)
 
     @contextlib.contextmanager
-    def swapped(self, module: nn.Module) -> Iterator[nn.Module]:
+    def swapped(self, module: nn.Module | Mapping[str, Tensor]) -> Iterator[nn.Module | Mapping[str, Tensor]]:
         """Temporarily give ``module`` the shadow weights; the live weights come back bit for bit."""
         with torch.no_grad():
-            backup = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            backup = {k: v.detach().clone() for k, v in _live(module).items()}
         self.copy_to(module)
         try:
             yield module
         finally:
             with torch.no_grad():
-                live = module.state_dict()
+                live = _live(module)
                 for key, value in backup.items():
                     live[key].copy_(value)
 

@@ -7,16 +7,16 @@ backbone's last full-resolution features predicts a per-pixel scale ``U``, and t
 plus a log penalty, so tasks the network finds hard stop dominating the shared weights.
 
 * **Backbones** (:mod:`irc.methods.tur.backbones`): any module with
-  ``forward_features(x) -> (features, image)`` and ``feature_channels``. ``nafnet`` (default) is
-  a light, tile-exact NAFNet-style U-Net suited to CPUs; ``promptir`` is the paper's PromptIR.
-* **The head is training-only.** :meth:`TUR.forward` never runs it, :meth:`TUR.state_dict`
-  leaves it out (shipped weights are inference-only) and :meth:`TUR.load_state_dict` accepts
-  files with or without it (all of its tensors or none; everything else strictly). Training
-  checkpoints keep it (the training loop saves the whole network).
+  ``forward_features(x) -> (features, image)`` and ``feature_channels``. ``convunet`` is the
+  plain-convolution U-Net of the default photo model (fast on CPUs, optionally task-conditioned);
+  ``nafnet`` is the light NAFNet-style U-Net of the 7-task MiOIR weights; ``promptir`` is the
+  paper's PromptIR.
+* **Components**: ``backbone`` (shipped, trainable) and ``head`` (the uncertainty head:
+  trained, checkpointed, never exported; weights files may hold it or not).
 * ``loss = "l1"`` builds no head and trains with plain L1: the ablation baseline.
-* ``--task auto|sr|blur|noise|jpeg|rain|haze|dark``: the model is blind (one network for every
-  task); the knob only selects weights (``Method.default_weights(task)``; the manifest's one
-  task-less default serves them all) and is recorded with the results.
+* ``--task``: with conditioned weights (``config.condition``, the photo model) the task is an
+  input of the network (``auto`` = blind); with blind weights it selects the weights made for the
+  task (``rain``, ``haze``, ``dark``: the 7-task model) and is recorded with the results.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from irc.errors import UsageError, WeightsError
-from irc.methods.base import Knob, Method, TrainBatch
+from irc.errors import UsageError
+from irc.methods.base import Component, Method, TrainBatch
+from irc.methods.options import OPTIONS
 from irc.methods.tur.head import UncertaintyHead
 from irc.methods.tur.loss import l1_loss, uncertainty_loss
 from irc.tiling import TileSpec
 
-TASKS = ("sr", "blur", "noise", "jpeg", "rain", "haze", "dark")
-TaskKnob = Literal["auto", "sr", "blur", "noise", "jpeg", "rain", "haze", "dark"]
+TASKS = ("auto", "noise", "jpeg", "blur", "sr", "rain", "haze", "dark")
 HEAD_PREFIX = "head."
 
 
@@ -130,63 +130,46 @@ class TUR(Method):
     """All-in-one restoration (blind) trained with task uncertainty regularisation."""
 
     name = "tur"
-    summary = "All-in-one blind restoration (7 tasks) trained with task-uncertainty regularisation (AAAI 2025)"
+    summary = "All-in-one restoration trained with task-uncertainty regularisation (AAAI 2025): the default photo model and the 7-task MiOIR model"
     Config = TURConfig
+    tiny_config = {"backbone": "convunet", "width": 8, "enc_blocks": (1, 1), "middle_blocks": 1, "dec_blocks": (1, 1), "condition": ("auto", "noise")}
     tasks = TASKS
-    knobs = (
-        Knob("task", TaskKnob, "auto", "Degradation: auto (blind) or sr|blur|noise|jpeg|rain|haze|dark; the shipped model is blind, so this only picks weights"),
-    )
-    tile_spec: ClassVar[TileSpec] = TileSpec(support="supported", multiple_of=8, min_overlap=24, default_tile=512)
-    input_channels = (1, 3)
-    bytes_per_pixel = 2048.0
+    default_task = "auto"
+    knobs = OPTIONS["tur"]
+    # Overlap 64 px by default (half the tile at most, see irc.runner); measured tiled vs
+    # untiled differences are in the model cards.
+    tile_spec: ClassVar[TileSpec] = TileSpec(support="supported", multiple_of=8, overlap=64, bytes_per_pixel=2048.0)
+    input_kind = "rgb"
 
     def build_network(self) -> nn.Module:
         return TURNetwork(build_backbone(self.config), with_head=self.config.loss == "uncertainty")
 
-    # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Tensor]:
-        """The backbone's tensors only: the head is training-only and is not shipped."""
-        return {k: v for k, v in self.network.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    def components(self) -> list[Component]:
+        net = self.network
+        parts = [Component("backbone", net, "shipped", select=lambda k: not k.startswith(HEAD_PREFIX))]
+        if net.head is not None:
+            parts.append(Component("head", net, "training", select=lambda k: k.startswith(HEAD_PREFIX)))
+        return parts
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Backbone tensors strictly; the head's tensors are optional (all of them or none)."""
-        state = dict(state)
-        head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
-        result = self.network.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not (k.startswith(HEAD_PREFIX) and not head)]
-        if missing or result.unexpected_keys:
-            raise WeightsError(
-                f"weights do not fit {self.name} {self.config}: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
-            )
+    def stage_spec(self, knobs: Mapping[str, Any]) -> TileSpec:
+        return self.tile_spec
 
-    # ----------------------------------------------------------------- inference
-    # The U-Net's receptive field reaches about 40 pixels; the linear blend of irc.tiling is
-    # exact when the overlap is about twice that. TileSpec.min_overlap stays small so that small
-    # tiles remain possible; tiles of 256 pixels or more default to this overlap instead
-    # (measured on examples/chelsea.png, 256-pixel tiles: overlap 24 -> max error 4.8/255,
-    # overlap 64 -> 1.3/255 against the untiled output).
-    large_tile_overlap: ClassVar[int] = 64
+    def output_scale(self, knobs: Mapping[str, Any]) -> float:
+        return 1.0
 
-    @torch.no_grad()
-    def restore(self, x: Tensor, *, tile: int | str = 0, tile_overlap: int | None = None, **knobs: Any) -> Tensor:
-        if tile_overlap is None and tile != "auto" and int(tile) >= 4 * self.large_tile_overlap:
-            tile_overlap = self.large_tile_overlap
-        return super().restore(x, tile=tile, tile_overlap=tile_overlap, **knobs)
+    def validate_knobs(self, values: dict[str, Any]) -> None:
+        known = self.config.condition
+        if known and values["task"] not in known:
+            raise UsageError(f"these tur weights restore --task {', '.join(known)}; --task {values['task']} has its own weights (irc weights list)")
 
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
-        grey = x.shape[1] == 1
-        if grey:
-            x = x.expand(-1, 3, -1, -1)
-        y = self.network(x, self._condition(knobs.get("task", "auto"), x))
-        return y.mean(1, keepdim=True) if grey else y
+        return self.network(x, self._condition(knobs.get("task", "auto"), x))
 
     def _condition(self, task: str, x: Tensor) -> Tensor | None:
         """The ``(B,)`` condition index of ``task`` for a conditioned network (``None``: blind)."""
         known = self.config.condition
         if not known:
             return None
-        if task not in known:
-            raise UsageError(f"these tur weights restore --task {', '.join(known)}; for --task {task} use the weights made for it (irc weights list)")
         return torch.full((x.shape[0],), known.index(task), dtype=torch.long, device=x.device)
 
     # ----------------------------------------------------------------- training

@@ -1,0 +1,79 @@
+"""Run-time options of the built-in methods, declared without importing torch.
+
+Every option of :meth:`irc.methods.base.Method.restore` is a :class:`Knob`. The table
+:data:`OPTIONS` lists the built-in methods' knobs so that the command line can turn them into
+real, typed flags (``--prompt``, ``--ratio``, ``--steps`` ...) with their help, grouped per
+method in ``--help`` and in the completion scripts, without importing a method (``irc --help``
+and completion must stay fast). Each method class takes its ``knobs`` from here. Methods added
+through ``IRC_EXTRA_METHODS`` declare knobs on their class; they are reachable as
+``-O key=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+__all__ = ["Knob", "OPTIONS", "TUR_TASKS", "knob_choices", "options_of"]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A run-time option of :meth:`Method.restore`.
+
+    Attributes:
+        name: keyword name; the CLI flag is ``--name`` with ``_`` written ``-``.
+        type: annotation the value is coerced to (``float``, ``int``, ``str``, ``Literal[...]``,
+            ``int | str``).
+        default: value used when the user gives none.
+        help: one line for ``--help``, ``irc methods`` and the completions.
+        metavar: how ``--help`` shows the value (default: from the type).
+        short: a one-letter flag too (``-s``), for the most used options.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    metavar: str | None = None
+    short: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def knob_choices(knob: Knob) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` knob, else ``None``."""
+    return tuple(str(a) for a in get_args(knob.type)) if get_origin(knob.type) is Literal else None
+
+
+TUR_TASKS = ("auto", "noise", "jpeg", "blur", "sr", "rain", "haze", "dark")
+
+OPTIONS: dict[str, tuple[Knob, ...]] = {
+    "identity": (),
+    "bicubic": (
+        Knob("scale", float, 4.0, "Resize factor (output / input size), 1/64 to 64, e.g. 2, 3, 4 or 0.5.", "FACTOR", short="-s"),
+    ),
+    "tur": (
+        Knob(
+            "task", Literal[TUR_TASKS], "auto",  # type: ignore[valid-type]
+            "What to restore: auto (the blind photo model), noise, jpeg, blur or sr (tells the photo model what to "
+            "remove), rain, haze or dark (the 7-task MiOIR weights).", short="-t",
+        ),
+    ),
+    "lorun": (
+        Knob("task", str, "", "LoRun task: cs, cassi or sr; picks the default weights and must match given ones.", "TASK", short="-t"),
+        Knob("ratio", float, 0.0, "CS sampling ratio, e.g. 0.1, 0.25, 0.5; must match the weights (0: the weights' ratio).", "RATIO"),
+        Knob("scale", float, 0.0, "SR factor; must match the weights (0: the weights' factor).", "FACTOR", short="-s"),
+        Knob("kernel", int | str, 0, "SR blur of the input: a USRNet kernel index 0-11, gaussian:SIGMA, or a kernel file (.npy, .mat, image).", "KERNEL"),
+        Knob("mask", str, "", "CASSI coded mask (.mat) of a --measurement taken with another mask than the weights'.", "FILE"),
+        Knob("stages", int, 0, "Unfolded stages to run (0: all).", "N"),
+    ),
+}
+"""Knobs of the built-in methods, by method name (see :data:`irc.methods.REGISTRY`)."""
+
+
+def options_of(method: str) -> tuple[Knob, ...]:
+    """The knobs ``method`` declares here (``()`` for methods outside the table)."""
+    return OPTIONS.get(method, ())
