@@ -294,7 +294,7 @@ def bench_cmd(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights (default: the shipped ones)."),
     sizes: str = typer.Option("256,512,1024", "--sizes", help="Comma-separated square input sizes in pixels."),
     tiles: str = typer.Option("0", "--tiles", help="Comma-separated tile settings to compare (0 = none, N, auto)."),
-    channels: int = typer.Option(3, "--channels", help="Input channels (1 or 3).", min=1, max=3),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels (default: what the method takes, e.g. 3 for RGB, 1 for CS on Y).", min=1),
     warmup: int = typer.Option(1, "--warmup", help="Untimed runs before timing.", min=0),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per configuration.", min=1),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable); the same as its flag below."),

@@ -50,7 +50,7 @@ def run_eval(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from irc.data.benchmarks import open_benchmark
-    from irc.evaluate import Run, evaluate, json_safe, write_results
+    from irc.evaluate import Run, evaluate, json_safe, method_task, protocol_knobs, write_results
 
     out_dir = output or Path("eval-results") / dataset
     _probe_writable_dir(out_dir)  # fail before hours of evaluation, not after
@@ -58,10 +58,19 @@ def run_eval(
     runs = []
     pairs = _pair_runs(methods, weights)
     for method_name, weights_name in pairs:
-        method = load_method(method_name, weights_name, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
-        method.check_knobs(knobs)  # a typo fails before the first image, not after the first method
+        from irc.methods import get_method
+
+        cls = get_method(method_name)
+        own = {k: v for k, v in knobs.items() if k in cls.knob_names()}
+        unknown = [k for k in knobs if not any(k in get_method(m).knob_names() for m in methods)]
+        if unknown:
+            cls.check_knobs({unknown[0]: knobs[unknown[0]]})  # the usual error, listing the valid options
+        # default weights follow the benchmark protocol's task (set11 -> cs, cbsd68 noise -> noise)
+        task = own.get("task") or method_task(cls, bench.protocol)
+        method = load_method(method_name, weights_name, task=task, device=device, dtype=dtype, offline=offline)
+        method.knob_values(protocol_knobs(method, bench.protocol, own))  # a mismatch fails before the first image
         label = method_name if weights_name is None else f"{method_name}:{Path(weights_name).stem}"
-        runs.append(Run(label=label, method=method, knobs=dict(knobs), weights=weights_name))
+        runs.append(Run(label=label, method=method, knobs=own, weights=weights_name))
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
         raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
@@ -125,6 +134,7 @@ def run_bench_command(
     if output is not None:
         _probe_writable_dir(output.parent)
     loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
+    channels = channels or (3 if 3 in loaded.input_channels else loaded.input_channels[0])
     if channels not in loaded.input_channels:
         raise UsageError(f"{method} takes {' or '.join(map(str, loaded.input_channels))}-channel images, not {channels}")
     cases = [BenchCase(size=s, tile=t, channels=channels) for s in size_list for t in tile_list]

@@ -90,6 +90,18 @@ def score_spectral(restored: Tensor, gt: Tensor) -> dict[str, float]:
     }
 
 
+# Protocol task -> the method-side task name (benchmarks speak of "denoise", methods of "noise").
+_PROTOCOL_TO_METHOD_TASK = {"denoise": "noise", "real-denoise": "noise", "deblur": "blur", "derain": "rain", "dehaze": "haze", "lowlight": "dark"}
+
+
+def method_task(cls: type[Method], protocol: Protocol) -> str | None:
+    """The task of ``cls`` a benchmark protocol measures (chooses the default weights), or
+    ``None`` when the method has no such task (its declared default task is used then)."""
+    task = protocol.task.split(":", 1)[1] if protocol.task.startswith("mixture:") else protocol.task
+    task = _PROTOCOL_TO_METHOD_TASK.get(task, task)
+    return task if task in cls.tasks else None
+
+
 def protocol_knobs(method: Method, protocol: Protocol, knobs: dict[str, Any]) -> dict[str, Any]:
     """Fill method options the protocol implies (e.g. ``scale`` for SR) unless the user set them."""
     filled = dict(knobs)

@@ -23,7 +23,9 @@ def run_eval(capsys, tmp_path, *argv):
 
 def test_bicubic_set5_x4_reproduces_the_published_28_42(capsys, tmp_path):
     summary, table = run_eval(capsys, tmp_path, "--method", "bicubic", "--dataset", "set5", "--scale", "4")
-    assert summary[0]["psnr"] == pytest.approx(28.42, abs=0.02)
+    # irc's bicubic upsamples in float and is scored unrounded (see irc/methods/classical.py):
+    # 28.4305 dB, against 28.4176 with MATLAB's uint8 output and the published 28.42
+    assert round(summary[0]["psnr"], 4) == 28.4305
     assert summary[0]["ssim"] == pytest.approx(0.8104, abs=0.002)
     assert summary[0]["protocol"]["color"] == "y" and summary[0]["protocol"]["crop_border"] == 4
     assert "28.4" in table

@@ -360,13 +360,9 @@ def test_cassi_eval_on_a_synthetic_cube(tmp_path, cassi_mask):
 def test_sr_eval_protocol_passes_the_kernel():
     """set5 with a USRNet kernel: the protocol's kernel reaches the method's kernel option."""
     from irc.data.benchmarks import open_benchmark
-    from irc.errors import IrcError
     from irc.evaluate import Run, evaluate, protocol_knobs
 
-    try:
-        bench = open_benchmark("set5", scale=2, kernel=5, limit=1)
-    except IrcError:
-        pytest.skip("set5 is not under the data root")
+    bench = open_benchmark("set5", scale=2, kernel=5, limit=1)
     m = tiny(task="sr", scale=2)
     assert protocol_knobs(m, bench.protocol, {})["kernel"] == 5
     result = evaluate(Run(label="lorun", method=m, knobs={}, weights=None), bench)

@@ -264,12 +264,10 @@ def test_registry_and_default_weights():
     assert get_method("tur") is TUR
     from irc.weights import default_entry
 
-    entry = default_entry("tur", None)
-    if entry is None:
-        pytest.skip("no shipped TUR weights in the manifest")
-    for task in ("auto", *TASKS):
-        assert TUR.default_weights(task) == entry.name
-    assert TUR.default_weights(None) == entry.name
+    expected = {task: "tur-nafnet-mio7" for task in TASKS}
+    for task, name in expected.items():
+        assert TUR.default_weights(task) == name, task
+    assert default_entry("tur", None) is not None
 
 
 @pytest.mark.parametrize("name", ["tur-nafnet-mio7", "tur-nafnet-mio7-l1", "tur-promptir-three"])
@@ -305,8 +303,7 @@ def test_cli_restore_defaults_to_tur_and_task_only_picks_weights(tmp_path, capsy
     from irc.cli import DEFAULT_METHOD, main
     from irc.weights import default_entry
 
-    if default_entry("tur", None) is None:
-        pytest.skip("no shipped TUR weights in the manifest")
+    assert default_entry("tur", None) is not None, "the default method ships default weights"
     assert DEFAULT_METHOD == "tur"
     src = Path(__file__).resolve().parents[1] / "examples" / "chelsea.png"
     assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "a")]) == 0
