@@ -11,7 +11,7 @@ complete -c irc -n '__fish_seen_subcommand_from bench' -l method -s m -x -a 'ide
 complete -c irc -n '__fish_seen_subcommand_from bench' -l weights -s w -r -F -d 'Weights (default: the shipped ones).'
 complete -c irc -n '__fish_seen_subcommand_from bench' -l sizes -x -d 'Comma-separated square input sizes in pixels.'
 complete -c irc -n '__fish_seen_subcommand_from bench' -l tiles -x -d 'Comma-separated tile settings to compare (0 = none, N, auto).'
-complete -c irc -n '__fish_seen_subcommand_from bench' -l channels -x -d 'Input channels (1 or 3).'
+complete -c irc -n '__fish_seen_subcommand_from bench' -l channels -x -d 'Input channels (default: what the method takes, e.g. 3 for RGB, 1 for CS on Y).'
 complete -c irc -n '__fish_seen_subcommand_from bench' -l warmup -x -d 'Untimed runs before timing.'
 complete -c irc -n '__fish_seen_subcommand_from bench' -l repeats -x -d 'Timed runs per configuration.'
 complete -c irc -n '__fish_seen_subcommand_from bench' -l option -s O -x -d 'Method option key=value (repeatable); the same as its flag below.'
