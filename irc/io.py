@@ -48,10 +48,12 @@ kept from JPEG, PNG and WebP sources; a TIFF source's orientation is applied, bu
 Its decoders still unfilter and decompress the file correctly, though; what drops the low byte is
 the final unpacking step. So a 16-bit colour PNG/TIFF is decoded twice, once unpacking the high
 byte of each sample and once the low byte, and the two are joined, which is exact and lets
-Pillow keep handling compression, interlacing and byte order. Writing 16-bit colour goes
-through the small PNG and TIFF encoders below (imageio cannot write 16-bit colour PNG without
-the FreeImage binary, and its TIFF backend is a deprecated vendored copy). 16-bit grey uses
-Pillow's ``I;16`` mode both ways.
+Pillow keep handling compression, interlacing and byte order (imageio's Pillow plugin returns
+such files as 8-bit, so it cannot serve here). Writing 16-bit colour TIFF goes through imageio's
+tifffile plugin; 16-bit colour PNG through the small encoder below, because neither Pillow nor
+imageio's Pillow plugin can write one ("Cannot handle this data type: (1, 1, 3), <u2"), and
+imageio's FreeImage plugin needs a binary download. 16-bit grey uses Pillow's ``I;16`` mode both
+ways.
 
 What each output format keeps (see ``write_image``):
 
@@ -60,7 +62,7 @@ format  bit depths   alpha  ICC  EXIF  notes
 ======  ===========  =====  ===  ====  ===========================================
 PNG     8, 16        yes    yes  yes
 TIFF    8, 16        yes    yes  yes*  deflate; 16-bit grey+alpha is stored as RGBA;
-                                       * not for 16-bit colour (own encoder, no EXIF)
+                                       * not for 16-bit colour (tifffile, no EXIF)
 JPEG    8            no     yes  yes   4:4:4 chroma at quality >= 90
 WebP    8            yes    yes  yes   no grey mode: grey is stored as RGB;
                                        quality 100 means lossless
@@ -873,77 +875,23 @@ def _paeth_filter(rows: np.ndarray, previous: np.ndarray, pixel_bytes: int) -> n
 
 # --- 16-bit TIFF -----------------------------------------------------------------------------
 
-_TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL, _TIFF_UNDEFINED = 3, 4, 5, 7
-_TIFF_TYPE_FORMAT = {_TIFF_SHORT: "H", _TIFF_LONG: "I", _TIFF_RATIONAL: "II", _TIFF_UNDEFINED: "B"}
-_STRIP_BYTES = 1 << 20
-
 
 def _encode_tiff16(fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None) -> None:
-    """Writes ``(H, W, 3 or 4)`` uint16 samples as a deflate-compressed little-endian TIFF.
+    """Writes ``(H, W, 3 or 4)`` uint16 samples as a deflate-compressed TIFF through imageio's
+    tifffile plugin, with horizontal differencing (neighbouring 16-bit samples are close, so their
+    differences compress far better) and RGBA marked as unassociated alpha, matching ``Image``."""
+    import imageio.v3 as iio
 
-    Horizontal differencing (predictor 2) goes before deflate: neighbouring 16-bit samples are
-    close, so their differences compress far better than the samples themselves. RGBA is marked
-    as unassociated alpha (ExtraSamples = 2), matching how ``Image`` stores it.
-    """
-    height, width, channels = samples.shape
-    values = samples.astype("<u2")
-    rows_per_strip = max(1, _STRIP_BYTES // (width * channels * 2))
-    body = bytearray()
-    strip_offsets, strip_counts = [], []
-    for start in range(0, height, rows_per_strip):
-        strip = values[start : start + rows_per_strip].copy()
-        strip[:, 1:] -= values[start : start + rows_per_strip, :-1]  # wraps modulo 2**16
-        data = zlib.compress(strip.tobytes(), 6)
-        strip_offsets.append(8 + len(body))
-        strip_counts.append(len(data))
-        body += data
-        if len(body) % 2:
-            body += b"\x00"
-
-    tags: list[tuple[int, int, list[int] | bytes]] = [
-        (256, _TIFF_LONG, [width]),
-        (257, _TIFF_LONG, [height]),
-        (258, _TIFF_SHORT, [16] * channels),
-        (259, _TIFF_SHORT, [8]),  # Adobe deflate
-        (262, _TIFF_SHORT, [2]),  # RGB
-        (273, _TIFF_LONG, strip_offsets),
-        (277, _TIFF_SHORT, [channels]),
-        (278, _TIFF_LONG, [rows_per_strip]),
-        (279, _TIFF_LONG, strip_counts),
-        (282, _TIFF_RATIONAL, [72, 1]),
-        (283, _TIFF_RATIONAL, [72, 1]),
-        (284, _TIFF_SHORT, [1]),  # interleaved samples
-        (296, _TIFF_SHORT, [2]),  # resolution in inches
-        (317, _TIFF_SHORT, [2]),  # horizontal differencing
-    ]
-    if channels == 4:
-        tags.append((338, _TIFF_SHORT, [2]))  # unassociated alpha
-    tags.append((339, _TIFF_SHORT, [1] * channels))  # unsigned integers
-    if icc is not None:
-        tags.append((34675, _TIFF_UNDEFINED, icc))
-
-    entries = bytearray()
-    for tag, kind, value in tags:
-        if kind == _TIFF_UNDEFINED:
-            payload, count = bytes(value), len(value)
-        else:
-            count = len(value) // 2 if kind == _TIFF_RATIONAL else len(value)
-            payload = struct.pack("<" + _TIFF_TYPE_FORMAT[kind][0] * len(value), *value)
-        if len(payload) <= 4:
-            field = payload.ljust(4, b"\x00")
-        else:
-            field = struct.pack("<I", 8 + len(body))
-            body += payload
-            if len(body) % 2:
-                body += b"\x00"
-        entries += struct.pack("<HHI", tag, kind, count) + field
-    ifd_offset = 8 + len(body)
-    if ifd_offset + len(entries) + 6 >= 1 << 32:
-        # Reported like a full disk: _write_atomically names the path and removes the temp file.
-        raise OSError(errno.EFBIG, "over 4 GB even compressed, too large for a TIFF file")
-    fh.write(b"II*\x00" + struct.pack("<I", ifd_offset))
-    fh.write(body)
-    fh.write(struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0))
+    extra = {"extrasamples": ["unassalpha"]} if samples.shape[-1] == 4 else {}
+    tags = [(34675, 7, len(icc), icc, True)] if icc is not None else []
+    try:
+        data = iio.imwrite(
+            "<bytes>", samples, extension=".tif", plugin="tifffile", photometric="rgb", compression="zlib",
+            predictor=True, extratags=tags, **extra,
+        )  # fmt: skip
+    except ValueError as err:  # tifffile refuses data a classic TIFF cannot hold (> 4 GB)
+        raise OSError(errno.EFBIG, f"too large for a TIFF file ({err})") from None
+    fh.write(data)
 
 
 def _resize_plane(plane: np.ndarray, *, height: int, width: int) -> np.ndarray:
