@@ -493,7 +493,7 @@ def test_training_data_does_not_mix_cubes_and_images(tmp_path):
     from PIL import Image
 
     from irc.recipes import build_recipe
-    from irc.train import _training_dataset
+    from irc.train.data import training_dataset as _training_dataset
 
     _write_cubes(tmp_path / "cubes", 1, (20, 20))
     (tmp_path / "imgs").mkdir()

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from irc.errors import IrcError, UsageError
-from irc.recipes import build_recipe, dumps_toml, recipe_to_dict
+from irc.recipes import build_recipe, dumps_toml, load_recipe, recipe_to_dict
 from irc.train import (
     MARKER,
     METRICS,
@@ -322,12 +322,12 @@ def test_unwritable_run_directory_is_one_line(images, tmp_path, capsys):
 
 
 def test_full_disk_is_reported(images, tmp_path, monkeypatch):
-    from accelerate import Accelerator
+    import irc.train.loop
 
-    def full(self, *args, **kwargs):
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Accelerator, "save_state", full)
+    monkeypatch.setattr(irc.train.loop, "save_checkpoint_files", full)
     with pytest.raises(IrcError, match="cannot save a checkpoint in .*no space left on device.*--resume auto"):
         train(make_recipe(images, steps=2), tmp_path, quiet=True)
 
@@ -369,7 +369,9 @@ def test_export_loads_with_from_weights(images, tmp_path, capsys):
     assert json.loads(meta["recipe"])["steps"] == 2
 
     # The export holds the EMA weights; --export-only from the run gives the same tensors.
-    state = torch.load(latest_checkpoint(tmp_path / "run") / "custom_checkpoint_0.pkl", weights_only=True)
+    from irc.train.checkpoints import load_checkpoint
+
+    state, _ = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert_same(load_weights(out)[0], state["ema"]["shadow"])
     again = tmp_path / "again.safetensors"
     assert main(["train", "--run-dir", str(tmp_path / "run"), "--export-only", "--export", str(again)]) == 0
@@ -537,3 +539,62 @@ def test_rain100l_names_pair_with_the_rain_rule_and_exports_keep_folder_names_on
         meta = f.metadata()
     assert str(tmp_path) not in meta["recipe"] and str(tmp_path) not in meta["data"]
     assert json.loads(meta["data"])["pairs"] == [["rain", "rainy", "norain", "rain"]]
+
+
+# ------------------------------------------------------------------------------- safe checkpoints
+
+
+def test_checkpoints_hold_no_pickle_and_a_planted_one_never_runs(images, tmp_path, capsys):
+    """Resuming loaded accelerate's pickles with full unpickling: a crafted file ran code."""
+    import pickle
+
+    from irc.cli import main
+
+    run = tmp_path / "run"
+    train(make_recipe(images, steps=2), run, quiet=True)
+    ckpt = latest_checkpoint(run)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["irc_checkpoint.json", "state.json", "tensors.safetensors"]
+    witness = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(witness), "w"))
+
+    for name in ("custom_checkpoint_0.pkl", "optimizer.bin"):
+        (ckpt / name).write_bytes(pickle.dumps(Payload()))
+    code = main(["train", str(write_recipe(make_recipe(images, steps=4), tmp_path / "r.toml")), "--run-dir", str(run), "--resume", str(ckpt), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "pickle files" in err and not witness.exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "marker"])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(images, tmp_path, damage, capsys):
+    """Corruptions gave tracebacks, exit 130 with no message, or silently different weights."""
+    from irc.cli import main
+
+    run = tmp_path / "run"
+    recipe = write_recipe(make_recipe(images, steps=4, checkpoint={"every": 2, "keep": 0}), tmp_path / "r.toml")
+    assert main(["train", str(recipe), "--run-dir", str(run), "--stop-at", "4", "-q"]) == 0
+    good, bad = list_checkpoints(run)[-2:]
+    target = bad / ("irc_checkpoint.json" if damage == "marker" else "tensors.safetensors")
+    data = bytearray(target.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        data = bytearray(b"{not json")
+    target.write_bytes(bytes(data))
+    capsys.readouterr()
+    result = train(load_recipe(recipe, {"steps": "6"}), run, resume="auto", quiet=False)
+    err = capsys.readouterr().err
+    assert result.status == "finished" and result.step == 6
+    assert f"skipping checkpoint {bad.name}" in err
+    # resumed from the good checkpoint: identical to a clean run that stopped at that step
+    clean = tmp_path / "clean"
+    assert main(["train", str(recipe), "--run-dir", str(clean), "--stop-at", "2", "-q"]) == 0
+    again = train(load_recipe(recipe, {"steps": "6"}), clean, resume="auto", quiet=True)
+    assert_same(result.method.trainable_state(), again.method.trainable_state())
+    assert good.name == "step-00000002"

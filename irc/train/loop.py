@@ -1,121 +1,51 @@
-"""One training loop for every method, on accelerate.
-
-The method owns its losses (:meth:`Method.training_step` returns ``{group: loss}``); this loop
-owns the mechanics: devices and processes (``accelerate.Accelerator``), mixed precision, one
-optimiser and learning-rate schedule per loss group, gradient accumulation and clipping, an EMA
-of the weights, data, checkpoints and exact resume, validation through the ``irc eval`` engine,
-logs, and the failure paths (NaN losses, signals, full disks).
-
-Run it as ``irc train RECIPE.toml`` (one process), ``accelerate launch -m irc train ...`` or
-``torchrun --nproc_per_node N -m irc train ...`` (one process per GPU, several nodes alike).
-
-Choices, and why:
-
-* **Loss groups.** Each optimiser step zeroes every group's gradients, then for every
-  micro-batch back-propagates each group's loss into *that group's parameters only*
-  (``backward(inputs=group_params)``): a generator loss that flows through the discriminator
-  never leaves gradients on the discriminator, with or without accumulation. All groups step
-  after the backward passes, in the order of :meth:`Method.parameter_groups` (Real-ESRGAN's
-  order: ``g`` then ``d`` on the same generator output). A group the method does not return at
-  a step is not stepped (e.g. a discriminator that starts later); which groups a step returns
-  must depend only on the step number.
-* **No DDP wrapper.** The method owns its forward and may call sub-networks directly
-  (``self.network.g(x)``, ``self.network.d(y)``), which would bypass a
-  ``DistributedDataParallel`` wrapper's hooks. Instead each group's gradients are averaged
-  across processes with bucketed all-reduces after the backward passes, buffers (BatchNorm
-  statistics) are broadcast from rank 0 after each step as DDP does, and the replicas are
-  checked to be bit-identical at every checkpoint (``replicas`` records in ``metrics.jsonl``).
-  accelerate still provides the process group, the device, autocast and the fp16 loss scaler.
-* **Data.** Clean crops come from an :class:`irc.data.folders.ImageFolder` (or a
-  :class:`~irc.data.folders.CubeFolder` of hyperspectral cubes) through a ``DataLoader``; the
-  degradation is applied on the device. Real pairs (``data.pairs``) follow the clean crops in
-  the same stream and keep their own degraded input and task label. Sample number ``q`` of the global
-  stream is item ``perm_e[q mod n]`` of epoch ``e = q div n`` (``perm_e`` a permutation seeded
-  by ``(seed, e)``), its crop is seeded by ``(seed, e, index)`` (index within its set; real
-  pair set ``n`` uses a seed derived from ``(seed, n)``) and its degradation by ``(seed, q)``. Process ``r`` of ``W`` takes samples ``[p + r B, p + (r + 1) B)`` of each
-  micro-batch window ``[p, p + W B)``. Nothing depends on worker count or history, so resuming
-  is "start the stream at the stored sample count", exactly, even with another worker count.
-  The method's own randomness (``torch.rand`` inside ``training_step``) is seeded per
-  ``(seed, step, micro-batch, rank)``, so validation or a restart cannot shift it.
-* **Checkpoints.** ``accelerator.save_state`` into ``RUN_DIR/checkpoints/step-NNNNNNNN``
-  (optimisers, scaler, RNG, and one registered object holding the network, the EMA, the
-  schedules and the loop counters). It is written under a temporary name and renamed when
-  complete, so a crash mid-save never leaves a checkpoint that ``--resume auto`` would pick.
-  Names carry the step (accelerate's automatic naming counts saves), hence the own rotation.
-* **Non-finite losses** (or, without an fp16 loss scaler, which handles its own overflows,
-  non-finite gradient norms) skip the whole step (no optimiser step, EMA untouched; the
-  schedule and the data advance), are counted and logged; ``max_nonfinite`` consecutive ones
-  stop the run with a checkpoint of the last good weights and exit code 1. Gradient norms per
-  group are measured every step (``grad_norm`` in the log) and clipped when ``clip_grad`` is set.
-* **Signals.** SIGINT / SIGTERM finish the current step, save a checkpoint and exit with
-  ``128 + signal`` (130 / 143), so that ``irc train ... && next-step`` does not go on after an
-  interrupted run; a second SIGINT stops at once.
-"""
+"""The trainer: one optimiser per loss group, accumulation, clipping, mixed precision, EMA,
+validation, checkpoints and export (see the package docstring for the choices)."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
 import hashlib
-import importlib.util
 import json
 import math
 import os
 import shutil
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from irc import __version__
 from irc.errors import IrcError, UsageError
 from irc.methods.base import Method, TrainBatch
-from irc.recipes import (
-    Recipe,
-    dumps_toml,
-    load_recipe,
-    parse_degradation,
-    recipe_to_dict,
+from irc.recipes import Recipe, dumps_toml, load_recipe, recipe_to_dict
+from irc.train._common import METHOD_STREAM, keyed_seed, now, os_error
+from irc.train.checkpoints import (
+    CHECKPOINTS,
+    LEGACY_STATE,
+    PARTIAL,
+    PREFIX,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_legacy_weights,
+    read_marker,
+    resolve_resume,
+    save_checkpoint_files,
 )
+from irc.train.data import Positioned, ShardedStream, Synthesizer, collate, training_stream
+from irc.train.telemetry import Metrics, Progress, Signals, eta_text, format_losses
 
-__all__ = [
-    "CHECKPOINTS",
-    "METRICS",
-    "RESOLVED_RECIPE",
-    "Synthesizer",
-    "TrainResult",
-    "TrainingAborted",
-    "export_run",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "run_train_command",
-    "train",
-]
+__all__ = ["RESOLVED_RECIPE", "TrainResult", "TrainingAborted", "export_run", "run_train_command", "train"]
 
-CHECKPOINTS = "checkpoints"
-METRICS = "metrics.jsonl"
 RESOLVED_RECIPE = "resolved_recipe.toml"
-MARKER = "irc_checkpoint.json"
-# accelerate writes the registered objects as custom_checkpoint_<index>.pkl; we register one.
-STATE_FILE = "custom_checkpoint_0.pkl"
-_PREFIX = "step-"
-_PARTIAL = ".partial"
-# Stream tags keep the keyed random streams apart when they share the seed.
-_ORDER_STREAM = 0x6F72  # "or": epoch permutations
-_DEGRADE_STREAM = 0x6467  # "dg": per-sample degradation parameters
-_METHOD_STREAM = 0x6D74  # "mt": torch RNG of training_step
-_PAIRS_STREAM = 0x7072  # "pr": crops of real pair set n (so they do not repeat the clean crops' draws)
 _BUCKET_BYTES = 32 << 20
 
 
@@ -157,270 +87,6 @@ class TrainResult:
     message: str = ""
 
 
-# --------------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
-
-
-def _seed(*key: int) -> int:
-    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def _os_error(what: str, path: Path | str, err: BaseException) -> IrcError:
-    """One line for a failed write, with a hint when the disk is full."""
-    code = getattr(err, "errno", None)
-    text = str(err).strip()
-    reason = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
-    if code == errno.ENOSPC or "No space left" in str(err) or "file write failed" in str(err):
-        reason = "no space left on device; free some space, then continue with --resume auto"
-    return IrcError(f"cannot {what} {path}: {reason}")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------------------
-# degradation on the device
-# --------------------------------------------------------------------------------------------
-
-
-class Synthesizer:
-    """Turns a batch of clean crops into a :class:`TrainBatch` on their device.
-
-    Args:
-        spec: the recipe's ``data.degradation`` (see :func:`irc.recipes.parse_degradation`).
-        seed: the recipe seed; sample ``q`` of the global stream draws its parameters from a
-            generator keyed by ``(seed, q)``, so a sample is degraded the same way whichever
-            process, batch or resumed run it lands in.
-
-    ``noise:A-B`` adds unclipped Gaussian noise with sigma uniform in ``[A, B]`` (0-255 units),
-    as DnCNN trains and as the set12/bsd68 protocols test; ``jpeg:A-B`` is a libjpeg round trip
-    at a whole quality in ``[A, B]``; ``bicubic:s`` is MATLAB-bicubic downscaling by ``s``,
-    rounded to 8 bits (as stored low-resolution files are); ``mixture:mio7`` / ``mixture:three`` /
-    ``mixture:photo`` (:mod:`irc.operators.photo`) draw a task per sample (labels in ``TrainBatch.task``); ``realesrgan`` is the second-order
-    pipeline, whose training target is the sharpened ground truth.
-    """
-
-    def __init__(self, spec: str, seed: int):
-        self.spec = parse_degradation(spec)
-        self.seed = int(seed)
-        kind = self.spec.kind
-        self.op: Any = None
-        if kind == "noise":
-            from irc.operators.degradations import GaussianNoise
-
-            self.op = GaussianNoise(sigma_range=(self.spec.low, self.spec.high), gray_prob=0.0, clip=False)
-        elif kind == "jpeg":
-            from irc.operators.degradations import JPEG
-
-            self.op = JPEG(quality_range=(int(self.spec.low), int(self.spec.high)))
-        elif kind == "mixture":
-            from irc.operators.mixtures import (
-                mio_seven_task_mixture,
-                three_task_mixture,
-            )
-
-            from irc.operators.photo import photo_mixture
-
-            self.op = {"mio7": mio_seven_task_mixture, "three": three_task_mixture, "photo": photo_mixture}[self.spec.name]()
-        elif kind == "realesrgan":
-            from irc.operators.realesrgan import RealESRGANDegradation
-
-            self.op = RealESRGANDegradation()
-
-    @torch.no_grad()
-    def __call__(self, gt: Tensor, positions: list[int]) -> TrainBatch:
-        """Degrade ``gt`` (``(B, C, H, W)`` in [0, 1]) whose samples have global numbers ``positions``."""
-        kind = self.spec.kind
-        if kind == "none":
-            return TrainBatch(lq=gt, gt=gt)
-        if kind == "bicubic":
-            from irc.operators.degradations import quantize_8bit
-            from irc.operators.resize import imresize
-
-            lq = quantize_8bit(imresize(gt, scale=1.0 / self.spec.low).clamp(0.0, 1.0))
-            return TrainBatch(lq=lq, gt=gt)
-        lqs, gts, tasks = [], [], []
-        for i, position in enumerate(positions):
-            rng = _rng(self.seed, position, _DEGRADE_STREAM)
-            x = gt[i : i + 1]
-            if kind == "realesrgan":
-                target, lq, _ = self.op.pair(x, rng)
-            elif kind == "mixture":
-                params = self.op.sample(rng)
-                lq, target = self.op.apply(x, params), self.op.target(x, params)
-                tasks.append(str(params["task"]))
-            else:
-                lq, target = self.op.apply(x, self.op.sample(rng)), x
-            lqs.append(lq.to(gt.dtype))
-            gts.append(target.to(gt.dtype))
-        return TrainBatch(lq=torch.cat(lqs), gt=torch.cat(gts), task=tuple(tasks) if tasks else None)
-
-
-# --------------------------------------------------------------------------------------------
-# data: a global sample stream, sharded across processes
-# --------------------------------------------------------------------------------------------
-
-
-class _TrainingStream(Dataset):
-    """The recipe's samples: the clean crops (their input is synthesised on the device), then
-    each real pair set (``data.pairs``: the input is the real degraded crop).
-
-    Items are ``(gt, lq, task)``: ``lq`` is ``None`` and ``task`` is ``""`` for clean crops.
-    """
-
-    def __init__(self, clean: Dataset | None, pairs: list[tuple[str, Dataset]]):
-        self.parts: list[tuple[str | None, Dataset]] = ([(None, clean)] if clean is not None else []) + list(pairs)
-
-    def __len__(self) -> int:
-        return sum(len(part) for _, part in self.parts)
-
-    def set_epoch(self, epoch: int) -> None:
-        for _, part in self.parts:
-            part.set_epoch(epoch)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | None, str]:
-        for task, part in self.parts:
-            if index < len(part):
-                item = part[index]
-                if task is None:
-                    return (item["gt"] if isinstance(item, Mapping) else item), None, ""
-                return item["gt"], item["lq"], task
-            index -= len(part)
-        raise IndexError(index)
-
-
-class _Positioned(Dataset):
-    """Items keyed ``(epoch, index, position)``: the stream's sample for that epoch, and its position."""
-
-    def __init__(self, base: _TrainingStream):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, Tensor | None, str, int]:
-        epoch, index, position = key
-        self.base.set_epoch(epoch)
-        gt, lq, task = self.base[index]
-        return gt, lq, task, position
-
-
-def _collate(items: list[tuple[Tensor, Tensor | None, str, int]]) -> tuple[Tensor, list[Tensor | None], list[str], list[int]]:
-    """Stacks the clean crops; real inputs stay a list (``None`` where the input is synthesised)."""
-    return torch.stack([it[0] for it in items]), [it[1] for it in items], [it[2] for it in items], [int(it[3]) for it in items]
-
-
-class ShardedStream:
-    """Batch sampler over an endless, seeded stream of samples, sharded across processes.
-
-    Args:
-        size: items per epoch.
-        seed: the order of epoch ``e`` is a permutation keyed by ``(seed, e)``.
-        start: global samples already consumed (all processes together).
-        batch: samples per process per micro-batch.
-        rank, world: this process and the number of processes.
-
-    Yields lists of ``(epoch, index, position)`` keys, one list per micro-batch.
-    """
-
-    def __init__(self, size: int, seed: int, start: int, batch: int, rank: int = 0, world: int = 1):
-        if size < 1:
-            raise UsageError("the training set is empty")
-        self.size, self.seed, self.start = int(size), int(seed), int(start)
-        self.batch, self.rank, self.world = int(batch), int(rank), int(world)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        return _rng(self.seed, epoch, _ORDER_STREAM).permutation(self.size)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        position = self.start + self.rank * self.batch
-        epoch, order = -1, None
-        while True:
-            keys = []
-            for q in range(position, position + self.batch):
-                e, i = divmod(q, self.size)
-                if e != epoch:
-                    epoch, order = e, self._order(e)
-                keys.append((e, int(order[i]), q))
-            yield keys
-            position += self.batch * self.world
-
-
-def _is_cube_source(path: Path) -> bool:
-    """A ``.mat`` file, or a folder that holds ``.mat`` files and no images (hyperspectral cubes)."""
-    from irc.data._common import list_images
-
-    if path.is_file():
-        return path.suffix.lower() == ".mat"
-    return bool(list_images(path, recursive=True, suffixes=(".mat",))) and not list_images(path, recursive=True)
-
-
-def _training_stream(recipe: Recipe) -> _TrainingStream:
-    """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
-    from irc.data.folders import CubeFolder, PairByKey, PairedFolder
-
-    from irc.data.benchmarks import PAIRING_RULES, pair_set_files
-
-    d = recipe.data
-    if not d.train and not d.pairs:
-        raise UsageError("the recipe has no training data: set data.train to training-set names or folders (or data.pairs to real pairs)")
-    clean = _training_dataset(recipe) if d.train else None
-    if isinstance(clean, CubeFolder) and d.pairs:
-        raise UsageError("data.pairs are image pairs; they cannot join hyperspectral training cubes")
-    pairs = []
-    for number, (task, *where) in enumerate(d.pairs):
-        if len(where) == 1:
-            lq, gt, pairing = pair_set_files(where[0], d.root)
-        else:
-            lq, gt, *rule = where
-            for folder in (lq, gt):
-                if not Path(folder).exists():
-                    raise IrcError(f"data.pairs folder not found: {folder} (relative folders are looked up under the data root, the current directory and beside the recipe)")
-            pairing = PairByKey(PAIRING_RULES[rule[0] if rule else "stem"])
-        pairs.append((task, PairedFolder(
-            lq, gt, pairing, crop=d.crop, augment=d.augment,
-            grey=d.grey, repeat=d.pair_repeat, seed=_seed(recipe.seed, _PAIRS_STREAM, number),
-        )))  # fmt: skip
-    return _TrainingStream(clean, pairs)
-
-
-def _training_dataset(recipe: Recipe) -> Dataset:
-    """The recipe's clean training crops: an :class:`ImageFolder`, or a :class:`CubeFolder` when
-    every source holds hyperspectral ``.mat`` cubes (named set ``cave``, or such folders)."""
-    from irc.data.benchmarks import TRAINING_SETS, training_files
-    from irc.data.folders import CubeFolder, ImageFolder
-
-    d = recipe.data
-    if not d.train:
-        raise UsageError("the recipe has no training data: set data.train to training-set names or folders")
-    roots: list[Path] = []
-    cubes: list[bool] = []
-    for entry in d.train:
-        if entry in TRAINING_SETS:
-            roots.extend(training_files(entry, d.root))
-            cubes.append(TRAINING_SETS[entry].spectral)
-            continue
-        path = Path(entry).expanduser()
-        if not path.exists():
-            raise IrcError(f"training data not found: {entry} (data.train takes {', '.join(sorted(TRAINING_SETS))} or folders)")
-        roots.append(path)
-        cubes.append(_is_cube_source(path))
-    if any(cubes):
-        if not all(cubes):
-            raise UsageError("data.train mixes hyperspectral cubes (.mat) with images; a run trains on one kind")
-        if d.grey or d.degradation.strip().lower() != "none":
-            raise UsageError("hyperspectral training cubes take data.grey = false and data.degradation = \"none\" (the method measures them)")
-        bands = int(recipe.config.get("bands", 28))
-        return CubeFolder(roots, d.crop, bands=bands, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
-    return ImageFolder(roots, d.crop, grey=d.grey, augment=d.augment, repeat=d.repeat, seed=recipe.seed, cache=d.cache)
-
 
 # --------------------------------------------------------------------------------------------
 # optimisers and schedules
@@ -457,258 +123,6 @@ def _optimizer(spec, params: list[nn.Parameter], lr_scale=lambda p: 1.0) -> torc
     groups = [{"params": ps, "lr": spec.lr * scale} for scale, ps in by_scale.items()]
     return cls(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
 
-
-# --------------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit() and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The most recent complete checkpoint of a run, or ``None``."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def _resolve_resume(resume: str | Path | None, run_dir: Path) -> Path | None:
-    if resume is None:
-        return None
-    if str(resume) == "auto":
-        return latest_checkpoint(run_dir)
-    path = Path(resume).expanduser()
-    if (path / MARKER).is_file():
-        return path
-    if (path / CHECKPOINTS).is_dir():
-        found = latest_checkpoint(path)
-        if found is not None:
-            return found
-        raise UsageError(f"--resume {resume}: that run has no complete checkpoint")
-    raise UsageError(f"--resume {resume}: not a checkpoint (a {CHECKPOINTS}/{_PREFIX}N folder with {MARKER}) nor a run directory")
-
-
-def _read_marker(checkpoint: Path) -> dict[str, Any]:
-    try:
-        return json.loads((checkpoint / MARKER).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise IrcError(f"{checkpoint}: unreadable checkpoint marker ({err})") from None
-
-
-class _RunState:
-    """Everything of a run that accelerate does not checkpoint itself, as one registered object."""
-
-    def __init__(self, trainer: _Trainer):
-        self.t = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        t = self.t
-        return {
-            "format": 1,
-            "step": t.step,
-            "samples": t.samples,
-            "nonfinite_total": t.nonfinite_total,
-            "nonfinite_run": t.nonfinite_run,
-            "network": t.method.trainable_state(),
-            "ema": None if t.ema is None else t.ema.state_dict(),
-            "schedulers": {g: s.state_dict() for g, s in t.schedulers.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        t = self.t
-        t.method.load_trainable_state(state["network"])
-        if t.ema is not None:
-            if state.get("ema") is None:
-                warnings.warn("the checkpoint has no EMA: it starts from the current weights", stacklevel=2)
-                t.ema.load_state_dict({"shadow": t.method.trainable_state(), "updates": 0})
-            else:
-                t.ema.load_state_dict(state["ema"])
-        for group, scheduler in t.schedulers.items():
-            if group in state["schedulers"]:
-                scheduler.load_state_dict(state["schedulers"][group])
-        t.step = int(state["step"])
-        t.samples = int(state["samples"])
-        t.nonfinite_total = int(state["nonfinite_total"])
-        t.nonfinite_run = int(state["nonfinite_run"])
-
-
-# --------------------------------------------------------------------------------------------
-# logs
-# --------------------------------------------------------------------------------------------
-
-
-class _Metrics:
-    """``metrics.jsonl`` (one JSON object per line) and TensorBoard, on the main process only."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None, quiet: bool):
-        self.enabled = enabled
-        self.path = run_dir / METRICS
-        self.tb = None
-        self._fh = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.is_file():
-            self._truncate(resume_step)
-        try:
-            self._fh = open(self.path, "a", encoding="utf-8")
-        except OSError as err:
-            raise _os_error("write", self.path, err) from None
-        if importlib.util.find_spec("tensorboard") is None:
-            if not quiet:
-                print("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)", file=sys.stderr)
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        try:
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
-        except OSError as err:
-            raise _os_error("write", run_dir / "tensorboard", err) from None
-
-    def _truncate(self, step: int) -> None:
-        """Drop records a run wrote after the checkpoint it is resumed from."""
-        from irc.atomic import atomic_write_text
-
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-        try:
-            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
-        except OSError as err:
-            raise _os_error("write", self.path, err) from None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        try:
-            self._fh.write(json.dumps(record, sort_keys=False) + "\n")
-            self._fh.flush()
-        except OSError as err:
-            raise _os_error("write", self.path, err) from None
-        if self.tb is None:
-            return
-        step = record["step"]
-        if "event" not in record:  # a skipped step's values are in the JSONL record only
-            for prefix in ("loss", "lr", "grad_norm"):
-                for group, value in (record.get(prefix) or {}).items():
-                    if isinstance(value, (int, float)):
-                        self.tb.add_scalar(f"{prefix}/{group}", value, step)
-        for key in ("seconds_per_step", "samples_per_second"):
-            if isinstance(record.get(key), (int, float)):
-                self.tb.add_scalar(f"perf/{key}", record[key], step)
-        if "nonfinite" in record:
-            self.tb.add_scalar("nonfinite/total", record["nonfinite"], step)
-        val = record.get("validation")
-        if val:
-            for key in ("psnr", "ssim", "sam"):
-                if key in val:
-                    self.tb.add_scalar(f"val/{val['dataset']}/{key}", val[key], step)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-        if self.tb is not None:
-            with contextlib.suppress(Exception):
-                self.tb.close()
-            self.tb = None
-
-
-class _Signals:
-    """SIGINT / SIGTERM set a flag that the loop reads at the end of each step."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _Signals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
-class _Progress:
-    """A rich progress bar on stderr (main process, a terminal, not ``--quiet``), else log lines."""
-
-    def __init__(self, total: int, done: int, *, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-        self.lines = False
-        if not enabled:
-            return
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            self.lines = True
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console,
-        )  # fmt: skip
-        self.task = self.bar.add_task("train", total=total, completed=done, loss="", rate="")
-        self.bar.start()
-
-    def update(self, step: int, loss: str, rate: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=loss, rate=f"{rate:.2f} it/s")
-
-    def line(self, text: str) -> None:
-        if self.lines:
-            print(text, file=sys.stderr, flush=True)
-
-    def note(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
-def _format_losses(losses: Mapping[str, float]) -> str:
-    return " ".join(f"{g}={v:.4g}" for g, v in losses.items())
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -816,8 +230,8 @@ class _Trainer:
         self.samples = 0
         self.nonfinite_total = 0
         self.nonfinite_run = 0
-        self.metrics: _Metrics | None = None
-        self.progress: _Progress | None = None
+        self.metrics: Metrics | None = None
+        self.progress: Progress | None = None
         self._loader_iter = None
         self.ema = None
         self.schedulers: dict[str, Any] = {}
@@ -832,7 +246,7 @@ class _Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
         except OSError as err:
-            raise _os_error("create the run directory", run_dir, err) from None
+            raise os_error("create the run directory", run_dir, err) from None
         if not resuming:
             existing = latest_checkpoint(run_dir)
             if existing is not None:
@@ -840,17 +254,17 @@ class _Trainer:
                     f"{run_dir} already holds a run (checkpoint {existing.name}): continue it with --resume auto, or choose another --run-dir"
                 )
         if self.main:
-            for stale in (run_dir / CHECKPOINTS).glob(f".{_PREFIX}*{_PARTIAL}"):
+            for stale in (run_dir / CHECKPOINTS).glob(f".{PREFIX}*{PARTIAL}"):
                 shutil.rmtree(stale, ignore_errors=True)
             from irc.atomic import atomic_write_text
 
             if resuming:
                 self.recipe_changes = _recipe_changes(run_dir / RESOLVED_RECIPE, self.recipe)
-            header = f"resolved by irc {__version__} on {_now()}; a valid recipe: irc train {RESOLVED_RECIPE}"
+            header = f"resolved by irc {__version__} on {now()}; a valid recipe: irc train {RESOLVED_RECIPE}"
             try:
                 atomic_write_text(run_dir / RESOLVED_RECIPE, dumps_toml(recipe_to_dict(self.recipe), header=header))
             except OSError as err:
-                raise _os_error("write", run_dir / RESOLVED_RECIPE, err) from None
+                raise os_error("write", run_dir / RESOLVED_RECIPE, err) from None
 
     def _build(self) -> None:
         from irc.methods import get_method
@@ -888,7 +302,6 @@ class _Trainer:
         self.optimizers = {g: self.accelerator.prepare_optimizer(o) for g, o in self.raw_optimizers.items()}
         if recipe.ema.decay > 0:
             self.ema = EMA(method.trainable_state(), recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
-        self.accelerator.register_for_checkpointing(_RunState(self))
         self.buffers = [t for c in method.components() if c.trainable for t in c.tensors() if not isinstance(t, nn.Parameter)]
         method.train(True)
 
@@ -981,36 +394,66 @@ class _Trainer:
         return {"identical": identical, "sha256": digests}
 
     # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The run's state: tensors and plain data only (see :mod:`irc.train.checkpoints`)."""
+        scaler = self.accelerator.scaler
+        return {
+            "step": self.step,
+            "samples": self.samples,
+            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_run": self.nonfinite_run,
+            "weights": self.method.trainable_state(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizers": {g: o.state_dict() for g, o in self.raw_optimizers.items()},
+            "schedulers": {g: s.state_dict() for g, s in self.schedulers.items()},
+            "scaler": None if scaler is None else scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.method.load_trainable_state(state["weights"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                warnings.warn("the checkpoint has no EMA: it starts from the current weights", stacklevel=2)
+                self.ema.load_state_dict({"shadow": self.method.trainable_state(), "updates": 0})
+            else:
+                self.ema.load_state_dict(state["ema"])
+        for group, opt in self.raw_optimizers.items():
+            if group in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][group])
+        for group, scheduler in self.schedulers.items():
+            if group in state["schedulers"]:
+                scheduler.load_state_dict(state["schedulers"][group])
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.samples = int(state["samples"])
+        self.nonfinite_total = int(state["nonfinite_total"])
+        self.nonfinite_run = int(state["nonfinite_run"])
+
     def save_checkpoint(self, reason: str) -> Path:
         acc = self.accelerator
         root = self.run_dir / CHECKPOINTS
-        final = root / f"{_PREFIX}{self.step:08d}"
+        final = root / f"{PREFIX}{self.step:08d}"
         if self.last_checkpoint == final:
             return final
         replicas = self._replica_check()
-        tmp = root / f".{final.name}{_PARTIAL}"
-        if self.main:
+        tmp = root / f".{final.name}{PARTIAL}"
+        acc.wait_for_everyone()
+        if self.main:  # the replicas are identical (checked above): one process writes
             shutil.rmtree(tmp, ignore_errors=True)
             if final.exists():
                 shutil.rmtree(final, ignore_errors=True)
-        acc.wait_for_everyone()
-        try:
-            acc.save_state(str(tmp))
-        except (OSError, RuntimeError) as err:
-            raise _os_error("save a checkpoint in", tmp.parent, err) from None
-        acc.wait_for_everyone()
-        if self.main:
-            from irc.atomic import atomic_write_text
-
             marker = {
-                "step": self.step, "samples": self.samples, "reason": reason, "time": _now(), "trained_on": self.trained_on,
+                "step": self.step, "samples": self.samples, "reason": reason, "time": now(), "trained_on": self.trained_on,
                 "world_size": self.world, "irc_version": __version__, "method": self.recipe.method,
             }  # fmt: skip
             try:
-                atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2) + "\n")
+                tmp.mkdir(parents=True)
+                save_checkpoint_files(tmp, self.state_dict(), marker)
                 os.replace(tmp, final)
-            except OSError as err:
-                raise _os_error("save a checkpoint in", final, err) from None
+            except (OSError, RuntimeError) as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise os_error("save a checkpoint in", final, err) from None
             keep = self.recipe.checkpoint.keep
             if keep:
                 for old in list_checkpoints(self.run_dir)[:-keep]:
@@ -1024,14 +467,14 @@ class _Trainer:
     # ---------------------------------------------------------------- data
     def _start_data(self) -> None:
         recipe = self.recipe
-        dataset = _training_stream(recipe)
+        dataset = training_stream(recipe)
         self.epoch_size = len(dataset)
         sampler = ShardedStream(len(dataset), recipe.seed, self.samples, recipe.batch, self.rank, self.world)
         generator = torch.Generator()
         generator.manual_seed(recipe.seed)  # worker seeds must not draw from the global RNG
         workers = recipe.data.workers
         loader = DataLoader(
-            _Positioned(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=workers, pin_memory=self.device.type == "cuda",
+            Positioned(dataset), batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=self.device.type == "cuda",
             generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
         )  # fmt: skip
         self._loader_iter = iter(loader)
@@ -1072,7 +515,7 @@ class _Trainer:
             batch = self._next_batch()
             if not finite:
                 continue  # the step is skipped; the data still advances
-            torch.manual_seed(_seed(recipe.seed, self.step, micro, self.rank, _METHOD_STREAM))
+            torch.manual_seed(keyed_seed(recipe.seed, self.step, micro, self.rank, METHOD_STREAM))
             with acc.autocast():
                 losses = self.method.training_step(batch, self.step)
             self._check_losses(losses)
@@ -1178,20 +621,25 @@ class _Trainer:
     # ---------------------------------------------------------------- the loop
     def run(self, *, resume: str | Path | None, stop_at: int | None, export: Path | None) -> TrainResult:
         recipe, acc = self.recipe, self.accelerator
-        resume_from = _resolve_resume(resume, self.run_dir)
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            resume_from = resolve_resume(resume, self.run_dir)
         self._prepare_run_dir(resume_from, resuming=resume is not None)
         self._build()
         if resume_from is not None:
+            state, _ = load_checkpoint(resume_from)
             try:
-                acc.load_state(str(resume_from))
-            except (FileNotFoundError, KeyError, ValueError) as err:
+                self.load_state_dict(state)
+            except (KeyError, ValueError, RuntimeError) as err:
                 raise IrcError(f"cannot resume from {resume_from}: {err}") from None
             self.last_checkpoint = resume_from if resume_from.parent == self.run_dir / CHECKPOINTS else None
         self._broadcast_weights()
         own_history = resume_from is not None and resume_from.parent == self.run_dir / CHECKPOINTS
-        self.metrics = _Metrics(self.run_dir, enabled=self.main, resume_step=self.step if own_history else None, quiet=self.quiet)
+        self.metrics = Metrics(self.run_dir, enabled=self.main, resume_step=self.step if own_history else None, quiet=self.quiet)
         target = recipe.steps if stop_at is None else min(recipe.steps, int(stop_at))
-        self.progress = _Progress(target, self.step, enabled=self.main and not self.quiet)
+        self.progress = Progress(target, self.step, enabled=self.main and not self.quiet)
+        for warning in skipped:
+            self.progress.note(f"warning: {warning.message}")
         per_step = recipe.batch * recipe.grad_accum * self.world
         params = {g: sum(p.numel() for p in ps) for g, ps in self.groups.items()}
         self.progress.note(
@@ -1210,7 +658,7 @@ class _Trainer:
         self._open_validation()
 
         status, exit_code, message = "finished", 0, ""
-        with _Signals() as signals:
+        with Signals() as signals:
             self._start_data()
             log_sums: dict[str, float] = {}
             log_count = 0
@@ -1237,18 +685,18 @@ class _Trainer:
                         **({"grad_norm": {g: v if math.isfinite(v) else str(v) for g, v in norms.items()}} if norms else {}),
                     })  # fmt: skip
                     self.progress.note(
-                        f"step {self.step}: non-finite {where} ({_format_losses(norms or losses)}), step skipped ({self.nonfinite_total} so far)"
+                        f"step {self.step}: non-finite {where} ({format_losses(norms or losses)}), step skipped ({self.nonfinite_total} so far)"
                     )
                     if self.nonfinite_run >= recipe.max_nonfinite:
                         checkpoint = self.save_checkpoint("nonfinite")
                         raise TrainingAborted(
                             f"training stopped at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite {where} "
-                            f"({_format_losses(norms or losses)}); checkpoint {checkpoint} holds the last good weights. Lower the learning "
+                            f"({format_losses(norms or losses)}); checkpoint {checkpoint} holds the last good weights. Lower the learning "
                             f"rate or set clip_grad, then continue with --resume auto (max_nonfinite = {recipe.max_nonfinite})"
                         )
                 elapsed = time.perf_counter() - session_start
                 rate = (self.step - session_step) / elapsed if elapsed > 0 else 0.0
-                self.progress.update(self.step, _format_losses(losses), rate)
+                self.progress.update(self.step, format_losses(losses), rate)
                 if self.step % recipe.log_every == 0 or self.step == target:
                     self._log(log_sums, log_count, log_start, log_step, norms, target, rate)
                     log_sums, log_count = {}, 0
@@ -1295,7 +743,7 @@ class _Trainer:
             "samples": self.samples,
             "epoch": self.samples // self.epoch_size,
             "nonfinite": self.nonfinite_total,
-            "time": _now(),
+            "time": now(),
         }
         if norms:  # of the last step before the record
             record["grad_norm"] = {g: v if math.isfinite(v) else str(v) for g, v in norms.items()}
@@ -1304,7 +752,7 @@ class _Trainer:
             eta = (target - self.step) / rate if rate > 0 else 0.0
             lr = " ".join(f"{g}={v:.3g}" for g, v in record["lr"].items())
             self.progress.line(
-                f"step {self.step}/{target}  loss {_format_losses(record['loss'])}  lr {lr}  {rate:.2f} it/s  eta {_eta(eta)}"
+                f"step {self.step}/{target}  loss {format_losses(record['loss'])}  lr {lr}  {rate:.2f} it/s  eta {eta_text(eta)}"
                 + (f"  non-finite {self.nonfinite_total}" if self.nonfinite_total else "")
             )
 
@@ -1364,6 +812,7 @@ def train(
         trainer.close()
 
 
+
 # --------------------------------------------------------------------------------------------
 # export from a run directory
 # --------------------------------------------------------------------------------------------
@@ -1391,15 +840,20 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
         raise UsageError(f"{run_dir} is not a run directory (no {RESOLVED_RECIPE})")
     recipe = load_recipe(recipe_path)
     ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
-    if ckpt is None or not (ckpt / STATE_FILE).is_file():
-        raise UsageError(f"{run_dir}: no complete checkpoint to export" if ckpt is None else f"{ckpt}: not an irc checkpoint")
-    marker = _read_marker(ckpt)
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    if ckpt is None:
+        raise UsageError(f"{run_dir}: no complete checkpoint to export")
+    marker = read_marker(ckpt)
+    if marker.get("format") is None and (ckpt / LEGACY_STATE).is_file():
+        state = load_legacy_weights(ckpt)  # an accelerate-era run: tensors only, never arbitrary objects
+        state["weights"] = state.get("network")
+    else:
+        state, marker = load_checkpoint(ckpt)
     method = get_method(recipe.method).from_config(recipe.config, device="cpu")
-    weights = state["ema"]["shadow"] if ema and state.get("ema") else state["network"]
+    weights = state["ema"]["shadow"] if ema and state.get("ema") else state["weights"]
     method.load_trainable_state(weights)
     name = name or recipe.export.name or run_dir.name
     return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name)
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -1437,7 +891,7 @@ def run_train_command(
         directory = run_dir or (Path("runs") / recipe.stem if recipe is not None else None)
         if directory is None:
             raise UsageError("--export-only needs --run-dir (or the recipe whose default run directory to use)")
-        checkpoint = None if resume in (None, "auto") else _resolve_resume(resume, directory)
+        checkpoint = None if resume in (None, "auto") else resolve_resume(resume, directory, verify=False)
         path, sha = export_run(directory, export, checkpoint=checkpoint)
         resolved = load_recipe(directory / RESOLVED_RECIPE)
         print(f"exported {path}\nsha256 {sha}\n\n{_manifest_snippet(resolved.export.name or directory.name, resolved.method, path, sha)}")
@@ -1459,3 +913,4 @@ def run_train_command(
         if result.export is not None:
             print(f"exported {result.export}\nsha256 {result.sha256}\n\n{_manifest_snippet(name, loaded.method, result.export, result.sha256)}")
     return result.exit_code
+
