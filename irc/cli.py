@@ -409,7 +409,7 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     for column in ("name", "method", "task", "source", "licence", "sha256"):
         table.add_column(column)
     for e in entries:
-        table.add_row(e.name + (" *" if e.default else ""), e.method, ", ".join(e.all_tasks) or "-", e.file or e.source_url() or "-", e.license, e.sha256[:12])
+        table.add_row(e.name + (" *" if e.default else ""), e.method, ", ".join(e.all_tasks) or "-", e.file or e.source_url() or "-", e.license, (e.sha256 or "first download")[:12])
     Console().print(table)
     if not entries:
         _err_console().print("no weights in the manifest yet")
@@ -431,7 +431,7 @@ def weights_verify(names: Optional[List[str]] = typer.Argument(None, help="Entri
     for entry in entries:
         ok, message = verify_entry(entry)
         bad += not ok
-        typer.echo(f"{'ok  ' if ok else 'FAIL'} {entry.name}: {message}")
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {entry.name}: {message}")  # (issue: "ok ...: ok:" said twice)
     raise typer.Exit(1 if bad else 0)
 
 

@@ -103,6 +103,8 @@ class StageRunner:
         *,
         aux: Sequence[tuple[Tensor, Literal["in", "out"]]] = (),
         batchable: bool = False,
+        tile: int | str | None = None,
+        tiles_per_call: int | None = None,
     ) -> Tensor:
         """Run one stage ``fn`` over ``x`` with this runner's tiling.
 
@@ -112,12 +114,15 @@ class StageRunner:
             spec: the stage's scale, alignment, default overlap, blend and memory per pixel.
             aux: whole-image tensors sliced with each tile (e.g. noise from :meth:`noise`).
             batchable: ``fn`` accepts several windows stacked along the batch dimension.
+            tile: this stage's tile edge instead of the runner's (a method whose tiling is one of
+                its own options, e.g. HYPIR's ``--patch``).
+            tiles_per_call: windows per call for a batchable stage (default: the runner's).
 
         Returns:
             ``(B, C', round(H * scale), round(W * scale))`` on ``x``'s device.
         """
-        tile = 0 if spec.support == "unsupported" else self.tile
-        per_call = self.tiles_per_call if batchable else 1
+        tile = 0 if spec.support == "unsupported" else (self.tile if tile is None else tile)
+        per_call = (tiles_per_call or self.tiles_per_call) if batchable else 1
 
         def attempt(edge: int) -> Tensor:
             return tiled(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from irc import __version__
 from irc.atomic import atomic_path
-from irc.download import cache_dir, download, sha256_file
+from irc.download import cache_dir, download, is_offline, sha256_file
 from irc.errors import WeightsError, WeightsNotFoundError
 
 try:  # Python >= 3.11
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "Bundle",
     "ResolvedWeights",
     "WeightsEntry",
     "default_entry",
@@ -53,7 +54,9 @@ __all__ = [
     "hub_url",
     "load_manifest",
     "load_weights",
+    "fetch_base_model",
     "read_metadata",
+    "resolve_bundle",
     "resolve_weights",
     "save_weights",
     "verify_entry",
@@ -89,11 +92,20 @@ class WeightsEntry:
         card: Model card (markdown), relative to :func:`weights_dir`.
         default: Whether these are the default weights of ``method`` (for ``task``).
         description: One line for ``irc weights list``.
+        base: A bundle's base model: a hub repository id whose snapshot the method loads with
+            these weights (HYPIR: ``stabilityai/stable-diffusion-2-1-base``).
+        base_revision: The pinned revision (commit) of ``base``.
+        base_license: The base model's licence, shown with the weights'.
+        notice: Said on stderr before the first download (e.g. a non-commercial licence).
+
+    ``sha256`` may be omitted for a ``hub`` file whose hash could not be computed when the entry
+    was written: its hash is then recorded at the first download and checked ever after (see
+    :mod:`irc.hub`).
     """
 
     name: str
     method: str
-    sha256: str
+    sha256: str | None
     license: str
     task: str | None = None
     tasks: tuple[str, ...] = ()
@@ -103,6 +115,10 @@ class WeightsEntry:
     card: str | None = None
     default: bool = False
     description: str = ""
+    base: str | None = None
+    base_revision: str | None = None
+    base_license: str | None = None
+    notice: str | None = None
 
     @property
     def all_tasks(self) -> tuple[str, ...]:
@@ -142,8 +158,8 @@ class ResolvedWeights:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(WeightsEntry))
-_REQUIRED = ("name", "method", "sha256")
-_STR_FIELDS = {"name", "method", "sha256", "license", "task", "file", "url", "hub", "card", "description"}
+_REQUIRED = ("name", "method")
+_STR_FIELDS = {"name", "method", "sha256", "license", "task", "file", "url", "hub", "card", "description", "base", "base_revision", "base_license", "notice"}
 
 
 # --------------------------------------------------------------------------- locations
@@ -249,7 +265,9 @@ def _parse_entry(raw: Any, where: str) -> WeightsEntry:
             raise _manifest_error(where, f"field {key!r} must not be empty")
     if not _NAME_RE.match(raw["name"]):
         raise _manifest_error(where, f"name {raw['name']!r} may only use letters, digits and . _ + - (no '/')")
-    if not _SHA256_RE.match(raw["sha256"]):
+    if "sha256" not in raw and not raw.get("hub"):
+        raise _manifest_error(where, "missing required field(s): sha256 (only hub files may omit it: their hash is recorded at the first download)")
+    if "sha256" in raw and not _SHA256_RE.match(raw["sha256"]):
         raise _manifest_error(where, f"sha256 must be 64 lower-case hex digits, got {raw['sha256']!r}")
     for key in ("file", "card"):
         value = raw.get(key)
@@ -268,6 +286,7 @@ def _parse_entry(raw: Any, where: str) -> WeightsEntry:
             raise _manifest_error(where, str(err)) from None
     data = dict(raw)
     data.setdefault("license", "unknown")
+    data.setdefault("sha256", None)
     if "tasks" in data:
         data["tasks"] = tuple(data["tasks"])
     return WeightsEntry(**data)
@@ -399,6 +418,8 @@ def _resolve_entry(
                 "reinstall irc or set IRC_WEIGHTS_DIR to the folder that holds them"
             )
     assert source is not None  # _parse_entry guarantees file, url or hub
+    if entry.hub and not entry.url:
+        return _resolve_hub_entry(entry, offline=offline, download_missing=download_missing)
     dest = entry_location(entry)
     if dest.is_file() and not verify:
         return ResolvedWeights(dest, entry, entry.sha256)
@@ -411,6 +432,75 @@ def _resolve_entry(
     # re-fetches a cached file that went bad.
     download(source, dest, sha256=entry.sha256, offline=offline)
     return ResolvedWeights(dest, entry, entry.sha256)
+
+
+def _resolve_hub_entry(entry: WeightsEntry, *, offline: bool | None, download_missing: bool) -> ResolvedWeights:
+    """A manifest hub file through huggingface_hub's cache, verified (or recorded) by :mod:`irc.hub`."""
+    from irc.hub import hub_file
+
+    org, repo, revision, path = _split_hub(entry.hub)
+    if not download_missing:
+        offline = True
+    if entry.notice and not is_offline(offline) and not _hub_cached(f"{org}/{repo}", path, revision):
+        import sys
+
+        print(f"irc: {entry.name}: {entry.notice}", file=sys.stderr)
+    file, sha, _ = hub_file(f"{org}/{repo}", path, revision=revision, sha256=entry.sha256, offline=offline, fetch_hint=f"irc weights fetch {entry.name}")
+    return ResolvedWeights(file, entry, sha)
+
+
+def _hub_cached(repo_id: str, filename: str, revision: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return isinstance(found, str)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Weights that come with a base model (a manifest entry with ``base``), or a lone file.
+
+    Attributes:
+        files: role -> local file (``{"lora": ...}`` for HYPIR).
+        sha256: the main file's verified hash.
+        base, base_revision: the base model to load with them (``None``: the method's own).
+        entry: the manifest entry, if any.
+    """
+
+    files: dict[str, Path]
+    sha256: str | None
+    base: str | None = None
+    base_revision: str | None = None
+    entry: WeightsEntry | None = None
+
+
+def resolve_bundle(spec: str | Path, *, method: str | None = None, offline: bool | None = None) -> Bundle:
+    """A ``--weights`` argument as a :class:`Bundle`: the file (resolved and verified as by
+    :func:`resolve_weights`) plus, for a manifest bundle, its base model and revision."""
+    resolved = resolve_weights(spec, method=method, offline=offline)
+    entry = resolved.entry
+    return Bundle({"lora": resolved.path}, resolved.sha256, entry.base if entry else None, entry.base_revision if entry else None, entry)
+
+
+#: The files of an SD2.1-layout diffusers repository that HYPIR loads (safetensors only).
+SD21_FILES = (
+    "model_index.json", "scheduler/scheduler_config.json", "tokenizer/*", "text_encoder/config.json",
+    "text_encoder/model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)  # fmt: skip
+
+
+def fetch_base_model(base: str, *, revision: str | None = None, offline: bool | None = None, patterns: tuple[str, ...] = SD21_FILES) -> Path:
+    """A base model as a local folder: ``base`` itself when it is a folder, else a hub snapshot of
+    the ``patterns`` files at ``revision`` (shared cache, every file verified, see :mod:`irc.hub`)."""
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return path
+    if base.startswith((".", "/", "~")) or base.count("/") != 1:
+        raise WeightsNotFoundError(f"base model {base!r}: no such folder, and not a hub repository id (org/name)")
+    from irc.hub import hub_snapshot
+
+    return hub_snapshot(base, revision=revision, allow_patterns=patterns, offline=offline, fetch_hint=f"irc weights fetch --base-model {base}")
 
 
 def _verified(path: Path, entry: WeightsEntry, verify: bool, hint: str = "") -> ResolvedWeights:
@@ -511,12 +601,15 @@ def resolve_weights(
         url = hub_url(hub)
         entry = next((e for e in manifest if e.hub and e.source_url() == url), None)
         if entry is None:
-            dest = cache_dir() / "weights" / "hf" / org / repo / revision / path
+            from irc.hub import hub_file
+
             hint = "" if text.startswith("hf:") else f" ({text!r} is not a manifest name or a local file, so it was taken as a hub id)"
             try:
-                return _resolve_remote(url, dest, method=method, offline=offline, download_missing=download_missing)
+                file, sha, _ = hub_file(f"{org}/{repo}", path, revision=revision, offline=True if not download_missing else offline, fetch_hint=f"irc weights fetch {text}")
             except WeightsError as err:
                 raise WeightsError(f"{err}{hint}") from None
+            _check_method(None, file, method)
+            return ResolvedWeights(file, None, sha)
     else:
         entry = find_entry(text, manifest)
         if entry is None:
@@ -575,6 +668,16 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
         wrong, unless ``fetch`` was asked and failed), ``missing`` (a shipped-only file is
         absent) or ``corrupt`` (hash mismatch), and names the file.
     """
+    if entry.hub and not entry.url and not entry.file:
+        org, repo, revision, name = _split_hub(entry.hub)
+        if not _hub_cached(f"{org}/{repo}", name, revision):
+            if not fetch:
+                return True, f"not downloaded (nothing to verify): {entry.hub}"
+        try:
+            resolved = _resolve_hub_entry(entry, offline=offline if fetch else True, download_missing=True)
+        except WeightsError as err:
+            return False, f"corrupt or unavailable: {err}"
+        return True, f"{resolved.path} (sha256 {resolved.sha256[:12]}{'' if entry.sha256 else ', recorded at first download'})"
     path = entry_location(entry)
     if not path.is_file():
         source = entry.source_url()
@@ -587,11 +690,11 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
             download(source, path, sha256=entry.sha256, offline=offline)
         except WeightsError as err:
             return False, f"not downloaded: {err}"
-        return True, f"ok: {path} (downloaded)"
+        return True, f"{path} (downloaded)"
     got = sha256_file(path)
     if got != entry.sha256:
         return False, f"corrupt: {path} has sha256 {got}, manifest says {entry.sha256}"
-    return True, f"ok: {path}"
+    return True, f"{path}"
 
 
 # --------------------------------------------------------------------------- file I/O

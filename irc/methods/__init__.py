@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "bicubic": "irc.methods.classical:Bicubic",
     "lorun": "irc.methods.lorun:LoRun",
     "tur": "irc.methods.tur:TUR",
+    "hypir": "irc.methods.hypir:HYPIR",
 }
 
 EXTRA_METHODS_ENV = "IRC_EXTRA_METHODS"

@@ -70,6 +70,19 @@ OPTIONS: dict[str, tuple[Knob, ...]] = {
         Knob("mask", str, "", "CASSI coded mask (.mat) of a --measurement taken with another mask than the weights'.", "FILE"),
         Knob("stages", int, 0, "Unfolded stages to run (0: all).", "N"),
     ),
+    "hypir": (
+        Knob("prompt", str, "", "Text describing the photo, e.g. \"a photo of a cat on a sofa\" (HYPIR works better with one than without).", "TEXT", short="-p"),
+        Knob("prompt_file", str, "", "Read one prompt for every image from this text file.", "FILE"),
+        Knob("prompt_dir", str, "", "A .txt prompt per image, mirroring the input tree (photos/a/b.jpg -> DIR/a/b.txt).", "DIR"),
+        Knob("upscale", float, 1.0, "Enlarge by this factor first (bicubic), 1 to 8; the output has this size.", "FACTOR"),
+        Knob("longest_side", int, 0, "Enlarge so that the longest side has this many pixels (instead of --upscale).", "PIXELS"),
+        Knob("patch", int | str, 512, "Tile edge in pixels for the VAE and UNet (official: 512), or auto: the whole image at once when it fits.", "PIXELS|auto"),
+        Knob("stride", int, 256, "Tile stride in pixels (official: 256; patch - stride is the overlap).", "PIXELS"),
+        Knob("model_t", int, 200, "Timestep the UNet is told (100-300; lower with --coeff-t for smoother, more faithful output).", "T"),
+        Knob("coeff_t", int, 200, "Timestep whose noise level turns the UNet's prediction into the image (see --model-t).", "T"),
+        Knob("texture", float, 1.0, "LoRA strength, 0 (the plain SD2.1 UNet) to about 1.2 (more generated texture); irc's knob, not the paper's.", "SCALE"),
+        Knob("latent", Literal["sample", "mode"], "sample", "Encode to a posterior sample (official, seeded) or its mode (deterministic)."),
+    ),
 }
 """Knobs of the built-in methods, by method name (see :data:`irc.methods.REGISTRY`)."""
 

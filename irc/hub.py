@@ -1,0 +1,147 @@
+"""Hugging Face hub files and repositories, through ``huggingface_hub``, verified by irc.
+
+``huggingface_hub`` does the transfer: its cache (``HF_HUB_CACHE``, shared with diffusers and
+transformers, so a base model downloaded by either is reused), resumable downloads, file locks,
+``HF_ENDPOINT`` for mirrors, and ``local_files_only`` offline. irc adds what the library does
+not do:
+
+* **Verification of every file we name.** Files with a published sha256 in the manifest are
+  checked against it. Where no hash could be computed when the manifest was written (the
+  third-party HYPIR and SD2.1 files: irc's developers had no network), the revision is pinned
+  where it is known, and the sha256 of each file is **recorded at its first download** (in
+  ``cache_dir()/hub-hashes/``) and checked at every later use: trust on first use, so a file
+  that changes or rots in the cache afterwards is caught. The first download says so; nothing is
+  skipped silently.
+* **Offline messages that say what to place where** (``--offline``, ``IRC_OFFLINE=1`` or
+  ``HF_HUB_OFFLINE=1``): the repository, revision and file names, and the command that fetches
+  them on a connected machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from irc.download import cache_dir, is_offline, sha256_file
+from irc.errors import WeightsError
+
+__all__ = ["hub_file", "hub_snapshot", "recorded_hashes"]
+
+
+def _quiet() -> None:
+    from huggingface_hub.utils import disable_progress_bars
+
+    if not sys.stderr.isatty():
+        disable_progress_bars()
+
+
+def _record_path(repo_id: str, revision: str) -> Path:
+    return cache_dir() / "hub-hashes" / repo_id.replace("/", "--") / f"{revision}.json"
+
+
+def recorded_hashes(repo_id: str, revision: str) -> dict[str, str]:
+    """The sha256 recorded at the first download of each file of ``repo_id`` at ``revision``."""
+    path = _record_path(repo_id, revision)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _check_or_record(repo_id: str, revision: str, files: dict[str, Path], expected: dict[str, str] | None = None) -> dict[str, str]:
+    """Verify ``files`` against published or recorded hashes; record the unknown ones."""
+    from irc.atomic import atomic_write_text
+
+    record = recorded_hashes(repo_id, revision)
+    new: list[str] = []
+    for name, path in files.items():
+        got = sha256_file(path)
+        want = (expected or {}).get(name) or record.get(name)
+        if want is None:
+            record[name] = got
+            new.append(name)
+        elif got != want:
+            source = "the manifest" if (expected or {}).get(name) else f"its first download (recorded in {_record_path(repo_id, revision)})"
+            raise WeightsError(
+                f"{repo_id}@{revision}/{name} at {path} is corrupt or modified: sha256 {got}, {source} says {want}; "
+                f"delete it and fetch again (irc weights fetch)"
+            )
+    if new:
+        target = _record_path(repo_id, revision)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        print(
+            f"irc: recorded the sha256 of {len(new)} file(s) of {repo_id}@{revision[:12]} at their first download "
+            f"(no published hash; later uses are checked against it): {target}",
+            file=sys.stderr,
+        )
+    return {name: record.get(name) or sha256_file(files[name]) for name in files}
+
+
+def _offline_error(repo_id: str, revision: str, names: Sequence[str], fetch: str, err: BaseException | None) -> WeightsError:
+    from huggingface_hub import constants
+
+    listed = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
+    reason = f" ({type(err).__name__})" if err is not None else ""
+    return WeightsError(
+        f"{repo_id}@{revision} is not in the Hugging Face cache{reason} and downloads are off (--offline, IRC_OFFLINE or "
+        f"HF_HUB_OFFLINE): on a connected machine run `{fetch}` and copy {constants.HF_HUB_CACHE} here, or pass a local "
+        f"folder; files needed: {listed}"
+    )
+
+
+def hub_file(repo_id: str, filename: str, *, revision: str | None = None, sha256: str | None = None, offline: bool | None = None, fetch_hint: str = "irc weights fetch") -> tuple[Path, str, str]:
+    """One file of a hub repository, downloaded into the shared cache if needed, and verified.
+
+    Returns:
+        ``(path, sha256, commit)``: the cached file, its verified hash and the commit it came from.
+
+    Raises:
+        WeightsError: offline with nothing cached, a failed download, or a hash mismatch.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    _quiet()
+    rev = revision or "main"
+    try:
+        path = Path(hf_hub_download(repo_id, filename, revision=rev, local_files_only=is_offline(offline)))
+    except LocalEntryNotFoundError as err:
+        if is_offline(offline):
+            raise _offline_error(repo_id, rev, [filename], fetch_hint, None) from None
+        raise WeightsError(f"cannot download {repo_id}@{rev}/{filename}: {err}") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise WeightsError(f"cannot download {repo_id}@{rev}/{filename}: {str(err).splitlines()[0]}") from None
+    commit = path.parent.name if path.parent.parent.name == "snapshots" else rev
+    hashes = _check_or_record(repo_id, commit, {filename: path}, {filename: sha256} if sha256 else None)
+    return path, hashes[filename], commit
+
+
+def hub_snapshot(repo_id: str, *, revision: str | None = None, allow_patterns: Sequence[str] | None = None, offline: bool | None = None, fetch_hint: str = "irc weights fetch") -> Path:
+    """A (partial) snapshot of a hub repository in the shared cache, every file verified.
+
+    Returns:
+        The snapshot folder (diffusers and transformers load from it).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    _quiet()
+    rev = revision or "main"
+    try:
+        folder = Path(snapshot_download(repo_id, revision=rev, allow_patterns=list(allow_patterns) if allow_patterns else None, local_files_only=is_offline(offline)))
+    except LocalEntryNotFoundError:
+        if is_offline(offline):
+            raise _offline_error(repo_id, rev, list(allow_patterns or ["(all files)"]), fetch_hint, None) from None
+        raise WeightsError(f"cannot download {repo_id}@{rev}: not found in the cache and the hub gave no answer") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        hint = ""
+        if "404" in str(err) or "not found" in str(err).lower():
+            hint = "; if the repository moved, pass a mirror or a local copy with --base-model"
+        raise WeightsError(f"cannot download {repo_id}@{rev}: {str(err).splitlines()[0]}{hint}") from None
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    commit = folder.name
+    _check_or_record(repo_id, commit, files)
+    return folder

@@ -1,0 +1,329 @@
+"""HYPIR: one-step restoration with a LoRA on Stable Diffusion 2.1's UNet (METHODS.md §3).
+
+Lin et al., "Harnessing Diffusion-Yielded Score Priors for Image Restoration" (SIGGRAPH Asia
+2025, arXiv 2507.20590). The UNet of SD2.1, fine-tuned by a LoRA with a GAN loss, maps the latent
+of the degraded image to the latent of the restored one in a single forward pass, at a fixed
+timestep; no noise is added and no sampler runs.
+
+Inference, step by step as the official enhancer (XPixelGroup/HYPIR at b61d107,
+``HYPIR/enhancer/``), each VAE/UNet stage through irc's stage runner:
+
+1. bicubic upscale by ``--upscale`` or to ``--longest-side`` (this size is the output's and the
+   colour reference); a short side below the patch is enlarged to it (antialiased bicubic);
+2. map to [-1, 1], zero-pad right and bottom to a multiple of 8;
+3. VAE encode in tiles of ``--patch`` pixels, ``--stride`` apart (Gaussian-blended), to a
+   posterior sample (noise from the image's own generator, drawn for the whole latent and sliced
+   per tile) or its mode (``--latent mode``); times 0.18215;
+4. UNet at timestep ``--model-t`` with the prompt's CLIP embedding, in latent tiles of patch/8;
+   the predicted clean latent at ``--coeff-t``: ``(z - sqrt(1 - abar) eps) / sqrt(abar)``;
+5. VAE decode in tiles; crop; back to [0, 1]; antialiased resize to the size of step 1;
+6. 5-level wavelet colour fix against the upscaled input; clamp.
+
+Components: ``unet``, ``vae``, ``text_encoder`` (frozen, from an SD2.1-layout diffusers folder or
+hub repository) and ``lora`` (shipped, trainable; the keys of the official file). With
+``config.encoder`` the VAE encoder is shipped and trained too (irc's implementation of the
+paper's unreleased degradation-removal stage, see :mod:`irc.methods.hypir.training`).
+
+Speed (see ``irc bench --method hypir``): the LoRA is fused into the UNet's weights once per
+``--texture`` value, several tiles go through the UNet and the VAE per call, the text embedding
+is computed once per prompt, and attention uses PyTorch's scaled-dot-product kernels (diffusers'
+default). ``--patch auto`` runs each stage on the whole image when it fits in memory (fewer,
+larger windows: close to, not bit-identical with, the official tiling).
+
+``--texture`` (the LoRA's scale, 0 = the plain SD2.1 UNet) is irc's addition, not the paper's
+mechanism; ``--model-t`` / ``--coeff-t`` are the fidelity knob users found upstream (issues #13,
+#26: lower both together, within 100-300, for smoother and more faithful output).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from irc.errors import UsageError, WeightsError
+from irc.methods.base import Component, Method
+from irc.methods.hypir.enhance import resize_antialiased, upscale_bicubic, wavelet_colour_fix, x0_from_eps
+from irc.methods.hypir.lora import TARGETS, add_lora, check_key_set, is_lora_key, lora_keys, lora_rank, read_lora_file
+from irc.methods.options import OPTIONS
+from irc.runner import StageRunner
+from irc.tiling import TileSpec
+
+__all__ = ["HYPIR", "HYPIRConfig", "SD21_REPO"]
+
+SD21_REPO = "stabilityai/stable-diffusion-2-1-base"
+VAE_SCALE = 0.18215
+PATCH_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class HYPIRConfig:
+    """HYPIR's base model and LoRA; training settings are in :mod:`irc.methods.hypir.training`.
+
+    Attributes:
+        base: the SD2.1-layout base: a hub repository id, a local diffusers folder, or
+            ``random:tiny`` / ``random:sd21`` (random weights of the miniature or of the real
+            architecture, for tests and ``irc bench``).
+        base_revision: the pinned hub revision of ``base`` (a commit sha; empty: ``main``).
+        lora_rank: LoRA rank (alpha equals it, as upstream); read from the file when loading.
+        lora_targets: module-name suffixes the LoRA adapts (the official 13).
+        encoder: the weights also hold a fine-tuned VAE encoder (irc's encoder stage).
+        stage: what a recipe trains: ``lora`` (HYPIR) or ``encoder`` (the degradation-removal
+            encoder, decoder frozen).
+        discriminator: the discriminator's frozen feature backbone: ``tiny`` (in-repo, for tests
+            and CPUs), ``timm`` (a timm ConvNeXt) or ``openclip`` (the paper's ConvNeXt-XXL).
+        lpips: ``auto`` (the lpips package when it and its weights are present, else the
+            documented fallback), ``lpips`` (required) or ``none``.
+        weight_mse, weight_lpips, weight_gan: generator loss weights (1 / 5 / 0.5 upstream).
+        real_target: BCE target of real images for the discriminator (one-sided smoothing, 0.8).
+        train_t: the timestep used for ``model_t`` and ``coeff_t`` in training (200 upstream).
+    """
+
+    base: str = SD21_REPO
+    base_revision: str = ""
+    lora_rank: int = 256
+    lora_targets: tuple[str, ...] = TARGETS
+    encoder: bool = False
+    stage: Literal["lora", "encoder"] = "lora"
+    discriminator: Literal["tiny", "timm", "openclip"] = "tiny"
+    lpips: Literal["auto", "lpips", "none"] = "auto"
+    weight_mse: float = 1.0
+    weight_lpips: float = 5.0
+    weight_gan: float = 0.5
+    real_target: float = 0.8
+    train_t: int = 200
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise UsageError(f"hypir config lora_rank must be >= 1, got {self.lora_rank}")
+
+
+class HYPIR(Method):
+    """One-step SD2.1 + LoRA restoration with a text prompt."""
+
+    name = "hypir"
+    summary = "One-step Stable Diffusion 2.1 UNet + LoRA restoration with a text prompt (SIGGRAPH Asia 2025); non-commercial weights"
+    Config = HYPIRConfig
+    tiny_config = {"base": "random:tiny", "lora_rank": 4}
+    tasks = ("restore",)
+    default_task = "restore"
+    knobs = OPTIONS["hypir"]
+    input_kind = "rgb"
+    # bf16 on accelerators, as upstream; fp32 on the CPU unless asked (--dtype bf16 uses AMX)
+    accelerator_dtype: ClassVar[torch.dtype] = torch.bfloat16
+    #: windows per VAE / UNet call (the official code runs one at a time)
+    tiles_per_call: ClassVar[int] = 4
+
+    def __init__(self, config: Any = None, *, base_model: str | None = None, offline: bool | None = None, **kwargs: Any):
+        self._base_override = base_model
+        self._offline = offline
+        self._fused_scale: float | None = None
+        self._embeddings: dict[str, Tensor] = {}
+        super().__init__(config, **kwargs)
+        if self.config.stage == "encoder":
+            self.network.vae.encoder.requires_grad_(True)
+            self.network.vae.quant_conv.requires_grad_(True)
+
+    # ----------------------------------------------------------------- construction
+    def build_network(self) -> nn.Module:
+        from irc.methods.hypir.sd21 import load_random_base
+
+        cfg = self.config
+        base = self._base_override or cfg.base
+        if base.startswith("random:"):
+            parts = load_random_base(base.split(":", 1)[1])
+        else:
+            from irc.methods.hypir.sd21 import load_base
+            from irc.weights import fetch_base_model
+
+            parts = load_base(fetch_base_model(base, revision=cfg.base_revision or None, offline=self._offline))
+        self.tokenizer = parts.tokenizer
+        self.scheduler = parts.scheduler
+        add_lora(parts.unet, cfg.lora_rank, cfg.lora_targets)
+        network = nn.Module()
+        network.unet, network.vae, network.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        for module in (network.unet, network.vae, network.text_encoder):
+            module.requires_grad_(False)
+        for key, p in network.unet.named_parameters():
+            if is_lora_key(key):
+                p.requires_grad_(True)
+        return network
+
+    def components(self) -> list[Component]:
+        net = self.network
+        enc = lambda k: k.startswith(("encoder.", "quant_conv."))  # noqa: E731
+        parts = [
+            Component("unet", net.unet, "frozen", trainable=False, select=lambda k: not is_lora_key(k)),
+            Component("lora", net.unet, "shipped", trainable=self.config.stage == "lora", select=is_lora_key),
+            Component("text_encoder", net.text_encoder, "frozen", trainable=False),
+        ]
+        if self.config.encoder or self.config.stage == "encoder":
+            parts += [
+                Component("encoder", net.vae, "shipped", trainable=self.config.stage == "encoder", select=enc, prefix="vae."),
+                Component("vae", net.vae, "frozen", trainable=False, select=lambda k: not enc(k)),
+            ]
+        else:
+            parts.append(Component("vae", net.vae, "frozen", trainable=False))
+        return parts
+
+    @classmethod
+    def from_weights(cls, weights, *, device="cpu", dtype=torch.float32, offline=None, base_model: str | None = None) -> HYPIR:
+        """Load HYPIR weights: a manifest bundle (SD2.1 base + LoRA file), our safetensors export
+        (its metadata names the base), or the official ``HYPIR_sd2.pth``; ``base_model`` (a folder
+        or hub id of an SD2.1-layout repository) replaces the base."""
+        from irc.weights import read_metadata, resolve_bundle
+
+        bundle = resolve_bundle(weights, method=cls.name, offline=offline)
+        lora_path = bundle.files["lora"]
+        meta = read_metadata(lora_path) if lora_path.suffix == ".safetensors" else {}
+        if meta.get("method") not in (None, cls.name):
+            raise WeightsError(f"{lora_path}: weights are for method {meta.get('method')!r}, not {cls.name!r}")
+        state = read_lora_file(lora_path)
+        lora = {k: v for k, v in state.items() if is_lora_key(k)}
+        encoder = {k: v for k, v in state.items() if k.startswith("vae.")}
+        if not lora:
+            raise WeightsError(f"{lora_path}: no LoRA tensors (<module>.lora_A.default.weight ...): not HYPIR weights")
+        config = dict(cls.config_from_weights(meta))
+        config.update(lora_rank=lora_rank(lora), encoder=bool(encoder) or bool(config.get("encoder")))
+        if bundle.base is not None:
+            config.update(base=bundle.base, base_revision=bundle.base_revision or "")
+        method = cls.from_config(config, device=device, dtype=dtype, base_model=base_model, offline=offline)
+        check_key_set(lora, lora_keys(method.network.unet), str(lora_path))
+        method.load_state_dict(state)
+        method.to(method.device, method.dtype)
+        method.weights_sha256 = bundle.sha256
+        return method
+
+    # ----------------------------------------------------------------- knobs
+    def validate_knobs(self, values: dict[str, Any]) -> None:
+        if values["prompt_file"] and values["prompt_dir"]:
+            raise UsageError("--prompt-file and --prompt-dir both give prompts: choose one")
+        if values["prompt_file"]:
+            path = Path(values["prompt_file"]).expanduser()
+            if not path.is_file():
+                raise UsageError(f"--prompt-file {path}: no such file")
+        if values["prompt_dir"] and not Path(values["prompt_dir"]).expanduser().is_dir():
+            raise UsageError(f"--prompt-dir {values['prompt_dir']}: no such folder")
+        if not 0 < values["upscale"] <= 8:
+            raise UsageError(f"--upscale must be in (0, 8], got {values['upscale']}")
+        if values["longest_side"] < 0:
+            raise UsageError(f"--longest-side must be >= 0, got {values['longest_side']}")
+        patch = values["patch"]
+        if patch != PATCH_AUTO and (not isinstance(patch, int) or patch < 64 or patch % 64):
+            raise UsageError(f"--patch must be a multiple of 64 pixels (512 official) or auto, got {patch!r}")
+        stride = values["stride"]
+        if stride < 8 or stride % 8 or (patch != PATCH_AUTO and stride > patch):
+            raise UsageError(f"--stride must be a multiple of 8 and at most the patch, got {stride}")
+        for name in ("model_t", "coeff_t"):
+            if not 0 <= values[name] < self.scheduler.config.num_train_timesteps:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, {self.scheduler.config.num_train_timesteps}), got {values[name]}")
+        if not 0 <= values["texture"] <= 2:
+            raise UsageError(f"--texture must be in [0, 2], got {values['texture']}")
+
+    def output_scale(self, knobs: Mapping[str, Any]) -> float:
+        return float(knobs.get("upscale", 1.0)) if not knobs.get("longest_side") else float("nan")
+
+    def prompt_for(self, knobs: Mapping[str, Any], key: str) -> str:
+        """The prompt of the image called ``key`` (its path relative to the input argument)."""
+        if knobs.get("prompt_file"):
+            return Path(knobs["prompt_file"]).expanduser().read_text(encoding="utf-8").strip()
+        if knobs.get("prompt_dir"):
+            path = (Path(knobs["prompt_dir"]).expanduser() / key).with_suffix(".txt")
+            if not path.is_file():
+                raise UsageError(f"--prompt-dir: no prompt file {path} for {key}")
+            return path.read_text(encoding="utf-8").strip()
+        return str(knobs.get("prompt", ""))
+
+    # ----------------------------------------------------------------- the enhancer
+    def embed(self, prompt: str) -> Tensor:
+        """The CLIP text embedding ``(1, 77, D)`` of ``prompt`` (cached per prompt)."""
+        if prompt not in self._embeddings:
+            ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            with torch.no_grad():
+                self._embeddings[prompt] = self.network.text_encoder(ids.to(self.device))[0]
+        return self._embeddings[prompt]
+
+    def set_texture(self, scale: float, *, fuse: bool = True) -> None:
+        """Apply the LoRA at ``scale``: fused into the UNet's weights (fast) or as a side branch."""
+        unet = self.network.unet
+        if self._fused_scale is not None and (not fuse or self._fused_scale != scale):
+            unet.unfuse_lora()
+            self._fused_scale = None
+        if fuse:
+            if self._fused_scale is None:
+                unet.fuse_lora(lora_scale=float(scale))
+                self._fused_scale = float(scale)
+        else:
+            unet.set_adapters(["default"], weights=[float(scale)])
+
+    @staticmethod
+    def stage_specs(patch: int, stride: int) -> dict[str, TileSpec]:
+        """The encoder / UNet / decoder stages for a pixel patch and stride (overlap = patch - stride)."""
+        overlap = patch - stride
+        return {
+            "encode": TileSpec(scale=0.125, multiple_of=8, overlap=overlap, blend="gaussian", pad="constant", bytes_per_pixel=6144.0),
+            "unet": TileSpec(scale=1.0, overlap=overlap // 8, blend="gaussian", bytes_per_pixel=262144.0),
+            "decode": TileSpec(scale=8.0, overlap=overlap // 8, blend="gaussian", bytes_per_pixel=786432.0),
+        }
+
+    @classmethod
+    def task_profile(cls, task: str | None = None) -> dict[str, Any]:
+        specs = cls.stage_specs(512, 256)
+        return {"input": "rgb", "channels": (3,), "stages": specs}
+
+    def run_stages(self, x: Tensor, runner: StageRunner, **knobs: Any) -> Tensor:
+        return self.enhance(x, runner, **knobs)
+
+    def enhance(self, x: Tensor, runner: StageRunner, *, fuse: bool = True, tiles_per_call: int | None = None, **knobs: Any) -> Tensor:
+        """The enhancer (module docstring) on ``x`` ``(B, 3, H, W)`` in [0, 1]."""
+        self.set_texture(knobs["texture"], fuse=fuse)
+        ref = upscale_bicubic(x.float(), upscale=knobs["upscale"], longest_side=knobs["longest_side"])
+        h0, w0 = ref.shape[-2:]
+        auto = knobs["patch"] == PATCH_AUTO
+        patch = int(max(h0, w0) + 7) // 8 * 8 if auto else int(knobs["patch"])
+        stride = patch if auto else int(knobs["stride"])
+        image = ref
+        short = min(h0, w0)
+        if short < min(patch, 512 if auto else patch):
+            factor = min(patch, 512) / short if auto else patch / short
+            image = resize_antialiased(ref, (math.ceil(h0 * factor), math.ceil(w0 * factor)))
+        h1, w1 = image.shape[-2:]
+        specs = self.stage_specs(patch, stride)
+        per_call = tiles_per_call or self.tiles_per_call
+        tile_px, tile_lat = (0, 0) if auto else (patch, patch // 8)
+        prompts = [self.prompt_for(knobs, key) for key in runner.keys]
+        text = torch.cat([self.embed(p) for p in prompts])
+        net, dtype = self.network, self.dtype
+        abar = float(self.scheduler.alphas_cumprod[int(knobs["coeff_t"])])
+
+        lat_h, lat_w = math.ceil(h1 / 8), math.ceil(w1 / 8)
+        pixels = F.pad(image * 2 - 1, (0, lat_w * 8 - w1, 0, lat_h * 8 - h1))  # zeros, right and bottom
+        noise = runner.noise((4, lat_h, lat_w)) if knobs["latent"] == "sample" else None
+
+        def encode(tile: Tensor, *aux: Tensor) -> Tensor:
+            dist = net.vae.encode(tile.to(dtype)).latent_dist
+            z = dist.mean if noise is None else dist.mean + dist.std * aux[0].to(dist.mean)
+            return z.float()
+
+        def unet(tile: Tensor) -> Tensor:
+            cond = text.repeat(tile.shape[0] // text.shape[0], 1, 1)
+            t = torch.full((tile.shape[0],), int(knobs["model_t"]), device=tile.device, dtype=torch.long)
+            eps = net.unet(tile.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample
+            return x0_from_eps(tile, eps.float(), abar)
+
+        def decode(tile: Tensor) -> Tensor:
+            return net.vae.decode(tile.to(dtype)).sample.float()
+
+        aux = [] if noise is None else [(noise, "out")]
+        z = runner.run(encode, pixels, specs["encode"], aux=aux, batchable=True, tile=tile_px, tiles_per_call=per_call)
+        z0 = runner.run(unet, z * VAE_SCALE, specs["unet"], batchable=True, tile=tile_lat, tiles_per_call=per_call)
+        out = runner.run(decode, z0 / VAE_SCALE, specs["decode"], batchable=True, tile=tile_lat, tiles_per_call=per_call)
+        out = (out[..., :h1, :w1] + 1) / 2
+        out = resize_antialiased(out, (h0, w0))
+        return wavelet_colour_fix(out, ref).clamp(0, 1)
+
