@@ -193,6 +193,7 @@ def restore(
     inputs: Optional[List[str]] = typer.Argument(None, help="Image files, directories, glob patterns, or - to read paths from stdin.", show_default=False),
     method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Restoration method (see `irc methods`).", autocompletion=_complete_method),
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights: manifest name, file path, hub id or URL. Default: the method's shipped weights for the task."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: an SD2.1-layout folder or hub id, e.g. a local copy or a mirror)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory (default: next to each input).", file_okay=False),
     name_template: str = typer.Option("{stem}_{method}.{ext}", "--name-template", help="Output file name; fields {stem} {name} {ext} {method} {scale} {task}."),
     ext: Optional[str] = typer.Option(None, "--ext", help="Output format by suffix (png, jpg, tif, webp, bmp). Default: the input's."),
@@ -238,6 +239,7 @@ def restore(
         jsonl=jsonl,
         quiet=quiet,
         measurement=measurement,
+        base_model=base_model,
     )
     raise typer.Exit(run_restore(request))
 
@@ -248,6 +250,7 @@ def eval_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Benchmark: set5, set14, set11, set12, bsd68, cbsd68, classic5, polyu, or a user set (general100, urban100, kaist-cassi, rain100l, sots, lol, gopro, istd) under the data root.", show_default=False),
     method: List[str] = typer.Option(["identity"], "--method", "-m", help="Method(s) to evaluate; repeat for a side-by-side table.", autocompletion=_complete_method),
     weights: Optional[List[str]] = typer.Option(None, "--weights", "-w", help="Weights per method (repeat; 'default' for the shipped ones). One method with several weights compares them."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: an SD2.1-layout folder or hub id)."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="SR factor of the protocol (set5/set14 default 4).", min=1),
     noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise sigma in 0-255 units (set12/bsd68/cbsd68, default 25).", min=0),
     quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality (classic5, default 10).", min=1, max=100),
@@ -281,7 +284,7 @@ def eval_cmd(
         run_eval(
             dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
             kernel=kernel, task=task, knobs=_method_options(list(method), option), seed=seed, limit=limit, data_root=data_root,
-            output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile),
+            output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile), base_model=base_model,
             tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
         )
     )
@@ -292,6 +295,7 @@ def eval_cmd(
 def bench_cmd(
     method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Method to benchmark.", autocompletion=_complete_method),
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights (default: the shipped ones)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: a folder, a hub id, or random:sd21 for the real architecture with random weights, no download)."),
     sizes: str = typer.Option("256,512,1024", "--sizes", help="Comma-separated square input sizes in pixels."),
     tiles: str = typer.Option("0", "--tiles", help="Comma-separated tile settings to compare (0 = none, N, auto)."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Input channels (default: what the method takes, e.g. 3 for RGB, 1 for CS on Y).", min=1),
@@ -315,7 +319,7 @@ def bench_cmd(
     raise typer.Exit(
         run_bench_command(
             method=method, weights=weights, sizes=sizes, tiles=tiles, channels=channels, warmup=warmup, repeats=repeats,
-            knobs=knobs, device=device, dtype=dtype.value, threads=threads, output=output, as_json=as_json, offline=offline or None,
+            knobs=knobs, device=device, dtype=dtype.value, threads=threads, output=output, as_json=as_json, offline=offline or None, base_model=base_model,
         )
     )
 
@@ -437,15 +441,30 @@ def weights_verify(names: Optional[List[str]] = typer.Argument(None, help="Entri
 
 @weights_app.command("fetch")
 def weights_fetch(
-    names: List[str] = typer.Argument(..., help="Manifest names, hub ids (org/repo/file) or URLs to download into the cache."),
+    names: Optional[List[str]] = typer.Argument(None, help="Manifest names, hub ids (org/repo/file) or URLs to download into the cache."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Fetch this base model (hub id) instead of a bundle's own, or alone."),
     offline: bool = typer.Option(False, "--offline", help="Do not download; say what to place where."),
 ) -> None:
-    """Download weights into the cache (checksummed, atomic, resumable)."""
-    from irc.weights import resolve_weights
+    """Download weights into the cache (checksummed, resumable); a bundle brings its base model.
 
-    for name in names:
-        resolved = resolve_weights(name, offline=offline or None)
-        typer.echo(f"{name}: {resolved.path} (sha256 {resolved.sha256[:12]})")
+    Example: irc weights fetch hypir-sd2   (the SD2.1-base files and HYPIR's LoRA)
+    """
+    from irc.weights import fetch_base_model, resolve_bundle
+
+    if not names and not base_model:
+        raise UsageError("name the weights to fetch (see `irc weights list`), or --base-model REPO")
+    for name in names or []:
+        bundle = resolve_bundle(name, offline=offline or None)
+        entry = bundle.entry
+        if entry is not None and entry.license:
+            typer.echo(f"{name}: licence {entry.license}" + (f"; base {entry.base}: {entry.base_license}" if entry.base else ""))
+        typer.echo(f"{name}: {bundle.files['lora']} (sha256 {(bundle.sha256 or '')[:12]})")
+        base = base_model or bundle.base
+        if base:
+            folder = fetch_base_model(base, revision=None if base_model else bundle.base_revision, offline=offline or None)
+            typer.echo(f"{name}: base {base} at {folder}")
+    if base_model and not names:
+        typer.echo(f"{base_model}: {fetch_base_model(base_model, offline=offline or None)}")
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -45,6 +45,7 @@ def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | 
 def run_eval(
     *, dataset: str, methods: list[str], weights: list[str], scale, noise, quality, kernel, task, knobs: dict[str, Any], seed: int,
     limit, data_root, output: Path | None, save_images: Path | None, device: str, dtype: str, tile, tile_overlap, offline, as_json: bool, quiet: bool,
+    base_model: str | None = None,
 ) -> int:
     """``irc eval``: returns the exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -67,7 +68,7 @@ def run_eval(
             cls.check_knobs({unknown[0]: knobs[unknown[0]]})  # the usual error, listing the valid options
         # default weights follow the benchmark protocol's task (set11 -> cs, cbsd68 noise -> noise)
         task = own.get("task") or method_task(cls, bench.protocol)
-        method = load_method(method_name, weights_name, task=task, device=device, dtype=dtype, offline=offline)
+        method = load_method(method_name, weights_name, task=task, device=device, dtype=dtype, offline=offline, base_model=base_model)
         method.knob_values(protocol_knobs(method, bench.protocol, own))  # a mismatch fails before the first image
         label = method_name if weights_name is None else f"{method_name}:{Path(weights_name).stem}"
         runs.append(Run(label=label, method=method, knobs=own, weights=weights_name))
@@ -105,7 +106,7 @@ def run_eval(
 
 def run_bench_command(
     *, method: str, weights, sizes: str, tiles: str, channels: int, warmup: int, repeats: int, knobs: dict[str, Any], device: str, dtype: str,
-    threads, output: Path | None, as_json: bool, offline,
+    threads, output: Path | None, as_json: bool, offline, base_model: str | None = None,
 ) -> int:
     """``irc bench``: returns the exit code."""
     import torch
@@ -133,7 +134,7 @@ def run_bench_command(
         raise UsageError("--tiles: give at least one tile setting (0 = none, N, auto)")
     if output is not None:
         _probe_writable_dir(output.parent)
-    loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline)
+    loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline, base_model=base_model)
     channels = channels or (3 if 3 in loaded.input_channels else loaded.input_channels[0])
     if channels not in loaded.input_channels:
         raise UsageError(f"{method} takes {' or '.join(map(str, loaded.input_channels))}-channel images, not {channels}")

@@ -15,6 +15,11 @@ from typing import Any
 from irc.batch import expand_inputs, plan_batch, plan_output, print_summary, run_batch
 from irc.errors import UsageError
 
+def _dtype_names() -> dict[str, Any]:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass
 class RestoreRequest:
@@ -38,9 +43,10 @@ class RestoreRequest:
     jsonl: bool = False
     quiet: bool = False
     measurement: Path | None = None
+    base_model: str | None = None
 
 
-def load_method(name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None):
+def load_method(name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None, base_model: str | None = None):
     """Build a ready-to-run method: registry lookup, device/dtype, default or given weights.
 
     Without ``weights`` the manifest default for ``task`` is used (``task`` defaults to the
@@ -52,9 +58,12 @@ def load_method(name: str, weights: str | None, *, task: str | None, device: str
     cls = get_method(name)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, cls.accelerator_dtype)
+    dtype_name = {v: k for k, v in _dtype_names().items()}.get(torch_dtype)
+    if dtype_name and dtype_name not in cls.dtypes:
+        raise UsageError(f"method {name!r} runs in {', '.join(cls.dtypes)}, not {dtype_name}")
     if not cls.needs_weights:
-        if weights:
-            raise UsageError(f"method {name!r} takes no weights (got --weights {weights})")
+        if weights or base_model:
+            raise UsageError(f"method {name!r} takes no weights (got {'--weights ' + weights if weights else '--base-model'})")
         return cls.from_config(None, device=torch_device, dtype=torch_dtype)
     wanted = task or cls.default_task
     chosen = weights or cls.default_weights(wanted)
@@ -62,7 +71,8 @@ def load_method(name: str, weights: str | None, *, task: str | None, device: str
         have = cls.tasks_with_default_weights()
         listed = f"default weights exist for task {', '.join(have)}" if have else "no default weights ship for it"
         raise UsageError(f"method {name!r} has no default weights for task {wanted!r} ({listed}); choose --task or pass --weights (see `irc weights list`)")
-    return cls.from_weights(chosen, device=torch_device, dtype=torch_dtype, offline=offline)
+    extra = {"base_model": base_model} if base_model else {}
+    return cls.from_weights(chosen, device=torch_device, dtype=torch_dtype, offline=offline, **extra)
 
 
 def run_restore(request: RestoreRequest) -> int:
@@ -73,7 +83,8 @@ def run_restore(request: RestoreRequest) -> int:
     from irc.runner import StageRunner
 
     method = load_method(
-        request.method, request.weights, task=request.knobs.get("task"), device=request.device, dtype=request.dtype, offline=request.offline
+        request.method, request.weights, task=request.knobs.get("task"), device=request.device, dtype=request.dtype, offline=request.offline,
+        base_model=request.base_model,
     )
     knobs = method.knob_values(request.knobs)  # fail fast on a typo or a mismatch, before touching any file
     if request.measurement is not None:

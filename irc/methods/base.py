@@ -192,13 +192,19 @@ class Method:
         return json.loads(config) if isinstance(config, str) else config
 
     @classmethod
-    def from_weights(cls, weights: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, offline: bool | None = None) -> Method:
+    def from_weights(
+        cls, weights: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, offline: bool | None = None, base_model: str | None = None
+    ) -> Method:
         """Build the network from the config stored in ``weights`` and load it strictly.
 
         Args:
             weights: a manifest name, a file path, a hub id or a URL (see :mod:`irc.weights`).
+            base_model: another base model (folder or hub id) for methods built on one (HYPIR).
         """
         from irc.weights import load_weights, resolve_weights
+
+        if base_model is not None:
+            raise UsageError(f"method {cls.name!r} has no base model (--base-model is for methods built on one, e.g. hypir)")
 
         resolved = resolve_weights(weights, method=cls.name, offline=offline)
         state, metadata = load_weights(resolved.path)

@@ -176,9 +176,13 @@ class HYPIR(Method):
         """Load HYPIR weights: a manifest bundle (SD2.1 base + LoRA file), our safetensors export
         (its metadata names the base), or the official ``HYPIR_sd2.pth``; ``base_model`` (a folder
         or hub id of an SD2.1-layout repository) replaces the base."""
-        from irc.weights import read_metadata, resolve_bundle
+        from irc.weights import find_entry, read_metadata, resolve_bundle
 
-        bundle = resolve_bundle(weights, method=cls.name, offline=offline)
+        try:
+            bundle = resolve_bundle(weights, method=cls.name, offline=offline)
+        except WeightsError as err:
+            entry = find_entry(str(weights))
+            raise WeightsError(cls._missing_message(err, entry.base if entry else None, entry.base_revision if entry else None, base_model, offline)) from None
         lora_path = bundle.files["lora"]
         meta = read_metadata(lora_path) if lora_path.suffix == ".safetensors" else {}
         if meta.get("method") not in (None, cls.name):
@@ -198,6 +202,21 @@ class HYPIR(Method):
         method.to(method.device, method.dtype)
         method.weights_sha256 = bundle.sha256
         return method
+
+    @staticmethod
+    def _missing_message(err: WeightsError, base: str | None, revision: str | None, base_model: str | None, offline: bool | None) -> str:
+        """One message for a missing bundle: the LoRA file's problem, and whether the base is there too."""
+        from irc.weights import fetch_base_model
+
+        base = base_model or base
+        if base is None or base.startswith("random:"):
+            return str(err)
+        try:
+            fetch_base_model(base, revision=revision, offline=True)
+            have = f"the base model {base} is present"
+        except WeightsError:
+            have = f"the base model {base}{'@' + revision[:12] if revision else ''} (unet, vae, text_encoder, tokenizer, scheduler) is missing too"
+        return f"HYPIR needs two downloads: {err}; and {have}"
 
     # ----------------------------------------------------------------- knobs
     def validate_knobs(self, values: dict[str, Any]) -> None:
