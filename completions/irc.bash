@@ -24,8 +24,9 @@ _irc() {
         esac
     done
     case "$path|$prev" in
-        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
+        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
         "bench|--weights"|"bench|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "bench|--base-model") COMPREPLY=(); return ;;
         "bench|--sizes") COMPREPLY=(); return ;;
         "bench|--tiles") COMPREPLY=(); return ;;
         "bench|--channels") COMPREPLY=(); return ;;
@@ -42,11 +43,23 @@ _irc() {
         "bench|--kernel") COMPREPLY=(); return ;;
         "bench|--mask") COMPREPLY=(); return ;;
         "bench|--stages") COMPREPLY=(); return ;;
+        "bench|--prompt"|"bench|-p") COMPREPLY=(); return ;;
+        "bench|--prompt-file") COMPREPLY=(); return ;;
+        "bench|--prompt-dir") COMPREPLY=(); return ;;
+        "bench|--upscale") COMPREPLY=(); return ;;
+        "bench|--longest-side") COMPREPLY=(); return ;;
+        "bench|--patch") COMPREPLY=(); return ;;
+        "bench|--stride") COMPREPLY=(); return ;;
+        "bench|--model-t") COMPREPLY=(); return ;;
+        "bench|--coeff-t") COMPREPLY=(); return ;;
+        "bench|--texture") COMPREPLY=(); return ;;
+        "bench|--latent") COMPREPLY=(); return ;;
         "datasets fetch|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "datasets list|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--dataset"|"eval|-d") COMPREPLY=(); return ;;
-        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
+        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
         "eval|--weights"|"eval|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval|--base-model") COMPREPLY=(); return ;;
         "eval|--scale"|"eval|-s") COMPREPLY=(); return ;;
         "eval|--noise") COMPREPLY=(); return ;;
         "eval|--quality") COMPREPLY=(); return ;;
@@ -65,8 +78,20 @@ _irc() {
         "eval|--ratio") COMPREPLY=(); return ;;
         "eval|--mask") COMPREPLY=(); return ;;
         "eval|--stages") COMPREPLY=(); return ;;
-        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur" -- "$cur")); return ;;
+        "eval|--prompt"|"eval|-p") COMPREPLY=(); return ;;
+        "eval|--prompt-file") COMPREPLY=(); return ;;
+        "eval|--prompt-dir") COMPREPLY=(); return ;;
+        "eval|--upscale") COMPREPLY=(); return ;;
+        "eval|--longest-side") COMPREPLY=(); return ;;
+        "eval|--patch") COMPREPLY=(); return ;;
+        "eval|--stride") COMPREPLY=(); return ;;
+        "eval|--model-t") COMPREPLY=(); return ;;
+        "eval|--coeff-t") COMPREPLY=(); return ;;
+        "eval|--texture") COMPREPLY=(); return ;;
+        "eval|--latent") COMPREPLY=(); return ;;
+        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
         "restore|--weights"|"restore|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "restore|--base-model") COMPREPLY=(); return ;;
         "restore|--output"|"restore|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--name-template") COMPREPLY=(); return ;;
         "restore|--ext") COMPREPLY=(); return ;;
@@ -83,6 +108,17 @@ _irc() {
         "restore|--kernel") COMPREPLY=(); return ;;
         "restore|--mask") COMPREPLY=(); return ;;
         "restore|--stages") COMPREPLY=(); return ;;
+        "restore|--prompt"|"restore|-p") COMPREPLY=(); return ;;
+        "restore|--prompt-file") COMPREPLY=(); return ;;
+        "restore|--prompt-dir") COMPREPLY=(); return ;;
+        "restore|--upscale") COMPREPLY=(); return ;;
+        "restore|--longest-side") COMPREPLY=(); return ;;
+        "restore|--patch") COMPREPLY=(); return ;;
+        "restore|--stride") COMPREPLY=(); return ;;
+        "restore|--model-t") COMPREPLY=(); return ;;
+        "restore|--coeff-t") COMPREPLY=(); return ;;
+        "restore|--texture") COMPREPLY=(); return ;;
+        "restore|--latent") COMPREPLY=(); return ;;
         "train|--set") COMPREPLY=(); return ;;
         "train|--run-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train|--resume") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -90,19 +126,20 @@ _irc() {
         "train|--stop-at") COMPREPLY=(); return ;;
         "train|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "train|--export") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "weights fetch|--base-model") COMPREPLY=(); return ;;
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "bench datasets eval methods restore train weights --version" -- "$cur")) ;;
-        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages" -- "$cur")) ;;
+        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
         "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
         "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
         "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --scale -s --noise --quality --kernel --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch list verify" -- "$cur")) ;;
-        "weights fetch") COMPREPLY=($(compgen -W "--offline" -- "$cur")) ;;
+        "weights fetch") COMPREPLY=($(compgen -W "--base-model --offline" -- "$cur")) ;;
         "weights list") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "weights verify") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     esac

@@ -59,6 +59,7 @@ __all__ = ["HYPIR", "HYPIRConfig", "SD21_REPO"]
 SD21_REPO = "stabilityai/stable-diffusion-2-1-base"
 VAE_SCALE = 0.18215
 PATCH_AUTO = "auto"
+AUTO_MIN_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class HYPIR(Method):
     def __init__(self, config: Any = None, *, base_model: str | None = None, offline: bool | None = None, **kwargs: Any):
         self._base_override = base_model
         self._offline = offline
-        self._fused_scale: float | None = None
+        self._fused = False
+        self._lora_state: tuple[float, bool] | None = None
         self._embeddings: dict[str, Tensor] = {}
         super().__init__(config, **kwargs)
         if self.config.stage == "encoder":
@@ -268,17 +270,34 @@ class HYPIR(Method):
         return self._embeddings[prompt]
 
     def set_texture(self, scale: float, *, fuse: bool = True) -> None:
-        """Apply the LoRA at ``scale``: fused into the UNet's weights (fast) or as a side branch."""
+        """Apply the LoRA at ``scale``: fused into the UNet's weights (fast: no side branch in any
+        layer) or as peft's side branch (the official path, and what training needs)."""
         unet = self.network.unet
-        if self._fused_scale is not None and (not fuse or self._fused_scale != scale):
-            unet.unfuse_lora()
-            self._fused_scale = None
+        wanted = (float(scale), bool(fuse))
+        if self._lora_state == wanted:
+            return
+        self._unfuse()
+        # the adapter's weight carries the scale; fusing then merges exactly that (never scale x scale)
+        unet.set_adapters(["default"], weights=[float(scale)])
         if fuse:
-            if self._fused_scale is None:
-                unet.fuse_lora(lora_scale=float(scale))
-                self._fused_scale = float(scale)
-        else:
-            unet.set_adapters(["default"], weights=[float(scale)])
+            unet.fuse_lora(lora_scale=1.0)
+            self._fused = True
+        self._lora_state = wanted
+
+    def _unfuse(self) -> None:
+        if self._fused:
+            self.network.unet.unfuse_lora()
+            self._fused = False
+        self._lora_state = None
+
+    def load_state_dict(self, state, **kwargs) -> None:
+        self._unfuse()  # merged weights would keep the old LoRA
+        super().load_state_dict(state, **kwargs)
+
+    def train(self, mode: bool = True) -> HYPIR:
+        if mode:
+            self.set_texture(1.0, fuse=False)
+        return super().train(mode)
 
     @staticmethod
     def stage_specs(patch: int, stride: int) -> dict[str, TileSpec]:
@@ -304,14 +323,18 @@ class HYPIR(Method):
         ref = upscale_bicubic(x.float(), upscale=knobs["upscale"], longest_side=knobs["longest_side"])
         h0, w0 = ref.shape[-2:]
         auto = knobs["patch"] == PATCH_AUTO
-        patch = int(max(h0, w0) + 7) // 8 * 8 if auto else int(knobs["patch"])
-        stride = patch if auto else int(knobs["stride"])
+        # the official rule: a short side below the patch is enlarged to it (the model was trained
+        # on 512-pixel crops and makes artefacts on small images, upstream issue #14); with
+        # --patch auto the official patch, 512, sets that minimum
+        min_side = AUTO_MIN_SIDE if auto else int(knobs["patch"])
         image = ref
         short = min(h0, w0)
-        if short < min(patch, 512 if auto else patch):
-            factor = min(patch, 512) / short if auto else patch / short
+        if short < min_side:
+            factor = min_side / short
             image = resize_antialiased(ref, (math.ceil(h0 * factor), math.ceil(w0 * factor)))
         h1, w1 = image.shape[-2:]
+        patch = (max(h1, w1) + 63) // 64 * 64 if auto else int(knobs["patch"])
+        stride = patch if auto else int(knobs["stride"])
         specs = self.stage_specs(patch, stride)
         per_call = tiles_per_call or self.tiles_per_call
         tile_px, tile_lat = (0, 0) if auto else (patch, patch // 8)

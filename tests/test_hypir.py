@@ -1,0 +1,190 @@
+"""HYPIR on a tiny random SD2.1-shaped model: offline, on the CPU, with a HYPIR-format LoRA."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from irc.errors import UsageError, WeightsError
+from irc.methods.hypir import HYPIR
+from irc.pipeline import restore_tensor
+from irc.runner import StageRunner
+
+SMALL = {"patch": 64, "stride": 32}  # tiles of the tiny model's scale, so that tiling happens
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory) -> Path:
+    """A HYPIR_sd2.pth-format file for the tiny base: rank 4, random non-zero A and B."""
+    method = HYPIR.tiny()
+    gen = torch.Generator().manual_seed(7)
+    state = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in method.state_dict().items()}
+    path = tmp_path_factory.mktemp("lora") / "HYPIR_tiny.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hypir(lora_file) -> HYPIR:
+    return HYPIR.from_weights(lora_file, base_model="random:tiny")
+
+
+@pytest.fixture(scope="module")
+def image(real_rgb_module) -> torch.Tensor:
+    return real_rgb_module
+
+
+@pytest.fixture(scope="module")
+def real_rgb_module():
+    from irc.io import read_image
+
+    img = read_image(Path(__file__).resolve().parents[1] / "examples" / "chelsea.png")
+    return torch.from_numpy(np.ascontiguousarray(img.pixels[:, 40:104, 200:280], dtype=np.float32))[None]
+
+
+def test_lora_file_loads_exactly_and_is_converted_once(lora_file, hypir):
+    state = torch.load(lora_file, weights_only=True)
+    assert set(hypir.state_dict()) == set(state) and hypir.config.lora_rank == 4
+    for key, value in state.items():
+        assert torch.equal(hypir.state_dict()[key].float(), value)
+    assert lora_file.with_suffix(".safetensors").is_file()
+
+
+def test_the_real_lora_has_the_official_shape():
+    """On the real SD2.1 architecture the 13 targets give 514 tensors (METHODS.md §3.3)."""
+    from diffusers import UNet2DConditionModel
+
+    from irc.methods.hypir.lora import add_lora, lora_keys
+    from irc.methods.hypir.sd21 import SD21_BASE
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD21_BASE.unet)
+        assert sum(p.numel() for p in unet.parameters()) == 865_910_724
+        add_lora(unet, 256)
+    keys = lora_keys(unet)
+    assert len(keys) == 514
+    assert sum(p.numel() for n, p in unet.named_parameters() if ".lora_" in n) == 259_474_432
+
+
+def test_wrong_files_are_refused_with_the_keys(lora_file, tmp_path):
+    state = torch.load(lora_file, weights_only=True)
+    missing = dict(state)
+    missing.pop(next(iter(missing)))
+    missing["down_blocks.9.extra.lora_A.default.weight"] = torch.zeros(4, 4)
+    bad = tmp_path / "bad.pth"
+    torch.save(missing, bad)
+    with pytest.raises(WeightsError, match=r"missing 1 .*unexpected 1 .*down_blocks\.9"):
+        HYPIR.from_weights(bad, base_model="random:tiny")
+    evil = tmp_path / "evil.pth"
+    witness = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(witness), "w"))
+
+    evil.write_bytes(pickle.dumps({"x": Payload()}))
+    with pytest.raises(WeightsError, match="not a plain tensor dict"):
+        HYPIR.from_weights(evil, base_model="random:tiny")
+    assert not witness.exists()
+
+
+def test_seeded_restores_repeat_and_do_not_depend_on_the_batch(hypir, image):
+    a = restore_tensor(hypir, image, runner=StageRunner(keys=["a.png"], seed=1), prompt="a cat", **SMALL)
+    b = restore_tensor(hypir, image, runner=StageRunner(keys=["a.png"], seed=1), prompt="a cat", **SMALL)
+    assert torch.equal(a, b)
+    c = restore_tensor(hypir, image, runner=StageRunner(keys=["b.png"], seed=1), prompt="a cat", **SMALL)
+    assert not torch.equal(a, c)  # another image key: another posterior sample
+    pair = torch.cat([torch.flip(image, (-1,)), image])
+    both = hypir.restore(pair, runner=StageRunner(keys=["b.png", "a.png"], seed=1), prompt="a cat", **SMALL)
+    assert torch.allclose(both[1:], a, atol=1e-5)
+    m1 = restore_tensor(hypir, image, seed=1, latent="mode", prompt="a cat", **SMALL)
+    m2 = restore_tensor(hypir, image, seed=2, latent="mode", prompt="a cat", **SMALL)
+    assert torch.equal(m1, m2)
+
+
+def test_one_tile_covering_the_image_equals_the_whole_image(hypir, image):
+    square = image[..., :64, :64]  # x8: 512 x 512, one 512-pixel patch, no enlargement either way
+    whole = restore_tensor(hypir, square, latent="mode", prompt="x", upscale=8, patch="auto")
+    one = restore_tensor(hypir, square, latent="mode", prompt="x", upscale=8, patch=512, stride=256)
+    assert whole.shape[-2:] == (512, 512)
+    assert torch.allclose(one, whole, atol=1e-5)
+
+
+def test_each_knob_changes_what_it_should(hypir, image):
+    base = dict(latent="mode", **SMALL)
+    ref = restore_tensor(hypir, image, prompt="a cat", **base)
+    assert float((restore_tensor(hypir, image, prompt="a dog on grass", **base) - ref).abs().max()) > 1e-3
+    assert float((restore_tensor(hypir, image, prompt="a cat", texture=0.5, **base) - ref).abs().max()) > 1e-4
+    up = restore_tensor(hypir, image, prompt="a cat", upscale=2, **base)
+    assert up.shape[-2:] == (2 * image.shape[-2], 2 * image.shape[-1])
+    longest = restore_tensor(hypir, image, prompt="a cat", longest_side=100, **base)
+    assert max(longest.shape[-2:]) == 100
+
+
+def test_texture_zero_is_the_plain_unet(lora_file, hypir, image):
+    plain = HYPIR.tiny()  # the same random base, B = 0: no LoRA effect
+    kw = dict(latent="mode", prompt="a cat", **SMALL)
+    assert torch.allclose(restore_tensor(hypir, image, texture=0.0, **kw), restore_tensor(plain, image, **kw), atol=1e-5)
+
+
+def test_fused_and_unfused_lora_agree(hypir, image):
+    kw = dict(latent="mode", prompt="a cat", texture=1.0, **SMALL)
+    runner = StageRunner(keys=["a"])
+    values = hypir.knob_values(kw)
+    fused = hypir.enhance(image, runner, fuse=True, **values)
+    unfused = hypir.enhance(image, runner, fuse=False, **values)
+    fused_again = hypir.enhance(image, runner, fuse=True, **values)
+    assert torch.allclose(fused, unfused, atol=1e-4)
+    assert torch.equal(fused, fused_again)
+
+
+def test_lower_timesteps_move_towards_the_no_edit_output(hypir, image):
+    """model_t / coeff_t near 0 leave the latent almost unedited (x0 ~ z); higher ones edit more."""
+    kw = dict(latent="mode", prompt="a cat", **SMALL)
+    anchor = restore_tensor(hypir, image, model_t=1, coeff_t=1, **kw)
+    gaps = [float((restore_tensor(hypir, image, model_t=t, coeff_t=t, **kw) - anchor).abs().mean()) for t in (50, 150, 300)]
+    assert gaps[0] < gaps[1] < gaps[2]
+
+
+def test_prompt_files_and_folders(hypir, image, tmp_path):
+    kw = dict(latent="mode", **SMALL)
+    (tmp_path / "p.txt").write_text("a cat\n")
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "sub" / "x.txt").write_text("a dog")
+    direct = restore_tensor(hypir, image, prompt="a cat", **kw)
+    assert torch.equal(restore_tensor(hypir, image, prompt_file=str(tmp_path / "p.txt"), **kw), direct)
+    runner = StageRunner(keys=["sub/x.png"])
+    dog = restore_tensor(hypir, image, runner=runner, prompt_dir=str(tmp_path / "dir"), **kw)
+    assert torch.equal(dog, restore_tensor(hypir, image, prompt="a dog", **kw))
+    with pytest.raises(UsageError, match="no prompt file"):
+        restore_tensor(hypir, image, runner=StageRunner(keys=["sub/y.png"]), prompt_dir=str(tmp_path / "dir"), **kw)
+    with pytest.raises(UsageError, match="choose one"):
+        restore_tensor(hypir, image, prompt_file=str(tmp_path / "p.txt"), prompt_dir=str(tmp_path / "dir"), **kw)
+
+
+def test_cli_restore_with_a_local_lora_and_base(lora_file, tmp_path, capsys):
+    from irc.cli import main
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "camera.png"
+    code = main([
+        "restore", "-m", "hypir", "--weights", str(lora_file), "--base-model", "random:tiny", "--prompt", "a man with a camera",
+        "--patch", "128", "--stride", "64", "--jsonl", "-o", str(tmp_path), str(src),
+    ])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert (tmp_path / "camera_hypir.png").is_file()
+
+
+def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError) as err:
+        HYPIR.from_weights("hypir-sd2", offline=True)
+    text = str(err.value)
+    assert "HYPIR_sd2.pth" in text and "stabilityai/stable-diffusion-2-1-base" in text and "irc weights fetch hypir-sd2" in text
