@@ -106,7 +106,7 @@ def count_flops(method: Method, x: torch.Tensor, knobs: dict[str, Any]) -> float
         return None
 
 
-def bench_case(method: Method, case: BenchCase, knobs: dict[str, Any], *, warmup: int, repeats: int, seed: int = 0) -> BenchResult:
+def bench_case(method: Method, case: BenchCase, knobs: dict[str, Any], *, warmup: int, repeats: int, seed: int = 0, flops: bool = True) -> BenchResult:
     """Measure one configuration (see the module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(1, case.channels, case.size, case.size, generator=generator)
@@ -128,19 +128,25 @@ def bench_case(method: Method, case: BenchCase, knobs: dict[str, Any], *, warmup
     result.peak_host_bytes = _host_peak_bytes()
     if device.type == "cuda":
         result.peak_device_bytes = torch.cuda.max_memory_allocated(device)
-    if case.tile in (0, "0"):
+    if flops and case.tile in (0, "0"):
         result.flops = count_flops(method, x, knobs)
     return result
 
 
 def run_bench(method: Method, cases: list[BenchCase], knobs: dict[str, Any], *, warmup: int = 1, repeats: int = 5, progress=None) -> dict[str, Any]:
-    """Benchmark ``method`` over ``cases``; returns a JSON-able report."""
-    knobs = method.check_knobs(knobs)
+    """Benchmark ``method`` over ``cases`` (and over its :meth:`~Method.bench_variants`, whose
+    speed ratios to the first variant are reported); returns a JSON-able report."""
+    knobs = method.knob_values(knobs)
     results = []
     for case in cases:
-        results.append(bench_case(method, case, knobs, warmup=warmup, repeats=repeats).as_dict())
-        if progress is not None:
-            progress()
+        for label, variant in method.bench_variants().items():
+            with variant:
+                row = bench_case(method, case, knobs, warmup=warmup, repeats=repeats, flops=method.bench_counts_flops).as_dict()
+            if label:
+                row["variant"] = label
+            results.append(row)
+            if progress is not None:
+                progress()
     device = method.device
     return {
         "method": method.name,
@@ -154,7 +160,24 @@ def run_bench(method: Method, cases: list[BenchCase], knobs: dict[str, Any], *, 
         "torch_version": torch.__version__,
         "irc_version": __version__,
         "results": results,
+        **({"speedups": speedups(results)} if any("variant" in r for r in results) else {}),
     }
+
+
+def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median latency of every other variant over the first one's, per (size, tile)."""
+    out = []
+    by_case: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault((r["size"], r["tile"]), []).append(r)
+    for (size, tile), rows in by_case.items():
+        first = rows[0]
+        for other in rows[1:]:
+            out.append({
+                "size": size, "tile": tile, "faster": first["variant"], "than": other["variant"],
+                "ratio": round(other["latency_s"]["median"] / first["latency_s"]["median"], 3),
+            })  # fmt: skip
+    return out
 
 
 def write_report(report: dict[str, Any], path: Path) -> Path:

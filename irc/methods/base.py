@@ -460,6 +460,16 @@ class Method:
         out = self.run_stages(x, runner.for_batch(x.shape[0]), **values).float()
         return out.clamp_(0, 1) if self.clamp_output else out
 
+    #: ``irc bench`` counts FLOPs with one extra untiled run (off for very large networks)
+    bench_counts_flops: ClassVar[bool] = True
+
+    def bench_variants(self) -> dict[str, Any]:
+        """Named context managers under which ``irc bench`` measures the method side by side
+        (HYPIR: irc's path and the official settings); default: one unnamed variant."""
+        import contextlib
+
+        return {"": contextlib.nullcontext()}
+
     def restore_measurement(self, path: Path, **knobs: Any) -> Tensor:
         """Reconstruct a measurement file (``--measurement``); ``(1, C, H, W)`` on the CPU."""
         raise UsageError(f"method {self.name!r} does not reconstruct measurement files")

@@ -91,6 +91,10 @@ class TaskMixture:
             task = self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
         return {"task": task, "params": self.degradation(task).sample(rng)}
 
+    def label(self, sample: Mapping[str, Any]) -> str:
+        """The task label a training sample carries (its task here; see :class:`PhotoMixture`)."""
+        return str(sample["task"])
+
     def target(self, x: Tensor, sample: Mapping[str, Any]) -> Tensor:
         """The ground truth of a sample drawn for the clean image ``x``: ``x`` itself here
         (:class:`~irc.operators.photo.PhotoMixture` makes some samples grey)."""

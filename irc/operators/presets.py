@@ -51,7 +51,7 @@ def training_degradation(kind: str, low: float = 0.0, high: float = 0.0, name: s
 
         def mixed(x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor, str]:
             params = mixture.sample(rng)
-            return mixture.apply(x, params), mixture.target(x, params), str(params["task"])
+            return mixture.apply(x, params), mixture.target(x, params), mixture.label(params)
 
         return mixed
     if kind == "realesrgan":

@@ -37,6 +37,7 @@ mechanism; ``--model-t`` / ``--coeff-t`` are the fidelity knob users found upstr
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ class HYPIR(Method):
     accelerator_dtype: ClassVar[torch.dtype] = torch.bfloat16
     #: windows per VAE / UNet call (the official code runs one at a time)
     tiles_per_call: ClassVar[int] = 4
+    #: FLOP counting would run the whole network once more: ``irc bench`` skips it
+    bench_counts_flops: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, *, base_model: str | None = None, offline: bool | None = None, **kwargs: Any):
         self._base_override = base_model
@@ -180,6 +183,8 @@ class HYPIR(Method):
         or hub id of an SD2.1-layout repository) replaces the base."""
         from irc.weights import find_entry, read_metadata, resolve_bundle
 
+        if str(weights).startswith("random:"):
+            return cls.random(str(weights).split(":", 1)[1], device=device, dtype=dtype)
         try:
             bundle = resolve_bundle(weights, method=cls.name, offline=offline)
         except WeightsError as err:
@@ -203,6 +208,18 @@ class HYPIR(Method):
         method.load_state_dict(state)
         method.to(method.device, method.dtype)
         method.weights_sha256 = bundle.sha256
+        return method
+
+    @classmethod
+    def random(cls, kind: str = "tiny", *, device="cpu", dtype=torch.float32, seed: int = 0) -> HYPIR:
+        """Random weights on the tiny or the real (``sd21``) architecture, LoRA included (rank 4 /
+        256): ``--weights random:sd21`` benchmarks the real network with no download."""
+        method = cls.from_config({"base": f"random:{kind}", "lora_rank": 256 if kind == "sd21" else 4}, device=device, dtype=dtype)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for key, tensor in method.component("lora").state().items():
+                tensor.copy_(torch.randn(tensor.shape, generator=gen).to(tensor) * (0.01 if ".lora_B." in key else 1 / math.sqrt(tensor.shape[1])))
+        method.weights_sha256 = f"random:{kind}"
         return method
 
     @staticmethod
@@ -314,12 +331,43 @@ class HYPIR(Method):
         specs = cls.stage_specs(512, 256)
         return {"input": "rgb", "channels": (3,), "stages": specs}
 
+    #: the official code's way of running (unfused LoRA, one tile per call, default memory
+    #: layout) at the same knobs (patch 512 / stride 256 by default): ``irc bench`` measures it
+    #: beside irc's path
+    official: bool = False
+
     def run_stages(self, x: Tensor, runner: StageRunner, **knobs: Any) -> Tensor:
+        if self.official:
+            return self.enhance(x, runner, fuse=False, tiles_per_call=1, **knobs)
         return self.enhance(x, runner, **knobs)
+
+    def bench_variants(self) -> dict[str, Any]:
+        """irc's path and the official settings, measured side by side by ``irc bench``."""
+        return {"irc": self._variant(False), "official": self._variant(True)}
+
+    @contextlib.contextmanager
+    def _variant(self, official: bool):
+        self.official = official
+        self._set_layout(channels_last=not official)
+        try:
+            yield
+        finally:
+            self.official = False
+            self._set_layout(channels_last=True)
+
+    def _set_layout(self, *, channels_last: bool) -> None:
+        """Convolutions run channels-last (oneDNN and cuDNN are several times faster on it in bf16)."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if getattr(self, "_layout", None) != fmt:
+            self.network.unet.to(memory_format=fmt)
+            self.network.vae.to(memory_format=fmt)
+            self._layout = fmt
 
     def enhance(self, x: Tensor, runner: StageRunner, *, fuse: bool = True, tiles_per_call: int | None = None, **knobs: Any) -> Tensor:
         """The enhancer (module docstring) on ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         self.set_texture(knobs["texture"], fuse=fuse)
+        if not self.official:
+            self._set_layout(channels_last=True)
         ref = upscale_bicubic(x.float(), upscale=knobs["upscale"], longest_side=knobs["longest_side"])
         h0, w0 = ref.shape[-2:]
         auto = knobs["patch"] == PATCH_AUTO
