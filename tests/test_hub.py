@@ -1,0 +1,113 @@
+"""Hub downloads through huggingface_hub against a fake hub on 127.0.0.1 (tests/fake_hub.py):
+the shared cache, pinned revisions, hashes published or recorded at the first download, offline
+messages, a corrupted cache, and a manifest bundle (base snapshot + LoRA file)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from huggingface_hub import constants  # noqa: E402
+
+from fake_hub import FakeHub  # noqa: E402
+from irc.errors import WeightsError  # noqa: E402
+from irc.hub import hub_file, hub_snapshot, recorded_hashes  # noqa: E402
+
+SHA = "5ede9e4bf3e3fd1cb0ef2f7a3fff13ee514fdf06"
+LORA_SHA = "1111111111111111111111111111111111111111"
+BASE = "stabilityai/stable-diffusion-2-1-base"
+FILES = {
+    "model_index.json": b"{}",
+    "unet/config.json": b'{"a": 1}',
+    "unet/diffusion_pytorch_model.safetensors": os.urandom(3000),
+    "unet/diffusion_pytorch_model.fp16.safetensors": os.urandom(1500),
+    "vae/config.json": b"{}",
+    "vae/diffusion_pytorch_model.safetensors": os.urandom(2000),
+    "text_encoder/config.json": b"{}",
+    "text_encoder/model.safetensors": os.urandom(1000),
+    "tokenizer/vocab.json": b"{}",
+    "tokenizer/merges.txt": b"#version: 0.2\n",
+    "scheduler/scheduler_config.json": b"{}",
+}
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    lora = os.urandom(4096)
+    with FakeHub({BASE: {SHA: dict(FILES)}, "lxq007/HYPIR": {LORA_SHA: {"HYPIR_sd2.pth": lora}}}) as h:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "ENDPOINT", h.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", h.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("IRC_CACHE_DIR", str(tmp_path / "irc-cache"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("IRC_OFFLINE", raising=False)
+        h.lora = lora
+        yield h
+
+
+def test_a_file_is_fetched_once_recorded_then_checked(hub, capsys):
+    path, digest, commit = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth")
+    assert path.read_bytes() == hub.lora and commit == LORA_SHA
+    assert digest == hashlib.sha256(hub.lora).hexdigest()
+    assert recorded_hashes("lxq007/HYPIR", LORA_SHA) == {"HYPIR_sd2.pth": digest}
+    assert "recorded the sha256" in capsys.readouterr().err
+    hub.clear_log()
+    again, _, _ = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", revision=LORA_SHA, offline=True)
+    assert again == path and not hub.requests
+    # a file that changes in the cache after its first download is caught
+    real = Path(os.path.realpath(path))
+    real.chmod(0o644)
+    real.write_bytes(b"tampered")
+    with pytest.raises(WeightsError, match="corrupt or modified.*first download"):
+        hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", revision=LORA_SHA, offline=True)
+
+
+def test_a_published_hash_is_checked(hub):
+    with pytest.raises(WeightsError, match="manifest says"):
+        hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", sha256="0" * 64)
+    path, digest, _ = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", sha256=hashlib.sha256(hub.lora).hexdigest())
+    assert path.is_file()
+
+
+def test_offline_with_an_empty_cache_names_what_to_fetch(hub):
+    with pytest.raises(WeightsError, match=r"lxq007/HYPIR@main is not in the Hugging Face cache.*irc weights fetch.*HYPIR_sd2.pth"):
+        hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", offline=True)
+    assert not hub.requests
+
+
+def test_base_snapshot_takes_only_the_files_hypir_loads(hub):
+    from irc.weights import fetch_base_model
+
+    folder = fetch_base_model(BASE, revision=SHA)
+    got = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" not in got
+    assert got == sorted(k for k in FILES if "fp16" not in k)
+    assert len(recorded_hashes(BASE, SHA)) == len(got)
+    hub.clear_log()
+    assert fetch_base_model(BASE, revision=SHA, offline=True) == folder and not hub.requests
+    assert fetch_base_model(str(folder)) == folder  # a local folder is used as it is
+
+
+def test_the_hypir_bundle_fetches_both_and_then_runs_offline(hub, capsys, monkeypatch, tmp_path):
+    """`irc weights fetch hypir-sd2` brings the LoRA and the pinned base; the licences are shown."""
+    from irc.cli import main
+
+    assert main(["weights", "fetch", "hypir-sd2"]) == 0
+    out, err = capsys.readouterr()
+    assert "non-commercial" in out.lower() + err.lower() and "CreativeML" in out
+    assert f"base {BASE}" in out
+    hub.clear_log()
+    from irc.weights import fetch_base_model, resolve_bundle
+
+    bundle = resolve_bundle("hypir-sd2", offline=True)
+    assert bundle.base == BASE and bundle.base_revision == SHA and bundle.files["lora"].read_bytes() == hub.lora
+    assert fetch_base_model(BASE, revision=SHA, offline=True).is_dir()
+    assert not hub.requests
