@@ -188,3 +188,40 @@ def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):
         HYPIR.from_weights("hypir-sd2", offline=True)
     text = str(err.value)
     assert "HYPIR_sd2.pth" in text and "stabilityai/stable-diffusion-2-1-base" in text and "irc weights fetch hypir-sd2" in text
+
+
+@pytest.mark.parametrize("stage", ["lora", "encoder"])
+def test_training_steps_move_only_what_trains(stage, tmp_path, data_root):
+    """Both loss groups step; only the LoRA (or the encoder) and the discriminator heads change;
+    checkpoints hold no frozen base; the export loads back."""
+    from irc.recipes import load_recipe
+    from irc.train import latest_checkpoint, train
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / ("hypir-sd2.toml" if stage == "lora" else "hypir-sd2-encoder.toml")
+    overrides = {
+        "steps": "2", "batch": "2", "mixed_precision": "no", "config.base": "random:tiny", "config.base_revision": "",
+        "config.lora_rank": "4", "config.discriminator": "tiny", "config.lpips": "auto", "config.gradient_checkpointing": "false",
+        "data.crop": "64", "data.workers": "0", "data.train": '["div2k-crops"]', "log_every": "1", "ema.decay": "0.5",
+    }  # fmt: skip
+    torch.manual_seed(231)  # the recipe's seed: the same initial LoRA as the run's
+    before = HYPIR.from_config({"base": "random:tiny", "lora_rank": 4})
+    frozen_before = {k: v.clone() for k, v in before.network.unet.state_dict().items() if ".lora_" not in k}
+    result = train(load_recipe(recipe, overrides), tmp_path / "run", quiet=True, export=tmp_path / "out.safetensors")
+    method = result.method
+    assert result.status == "finished"
+    lora_changed = any(not torch.equal(a, b) for a, b in zip(before.component("lora").state().values(), method.component("lora").state().values()))
+    assert lora_changed == (stage == "lora")
+    for key, value in method.network.unet.state_dict().items():
+        if ".lora_" not in key and key.replace("base_layer.", "") in {k.replace("base_layer.", "") for k in frozen_before}:
+            ref = frozen_before.get(key)
+            if ref is not None:
+                assert torch.equal(value, ref), key
+    from irc.train.checkpoints import load_checkpoint
+
+    state, _ = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    keys = set(state["weights"])
+    assert keys and all(".lora_" in k or k.startswith(("discriminator.", "vae.")) for k in keys)
+    if stage == "lora":
+        assert any(k.startswith("discriminator.") for k in keys) and "d" in state["optimizers"]
+    exported = HYPIR.from_weights(tmp_path / "out.safetensors", base_model="random:tiny")
+    assert exported.config.encoder == (stage == "encoder")

@@ -80,6 +80,8 @@ class Component:
         prefix: prepended to its keys in the method's state dicts.
         group: the loss group its parameters train in.
         keep_fp32: stay fp32 when the method runs in bf16/fp16 (e.g. a VAE).
+        averaged: trainable components the training loop keeps an EMA of (not a GAN's
+            discriminator heads, for instance).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Component:
     prefix: str = ""
     group: str = "main"
     keep_fp32: bool = False
+    averaged: bool = True
 
     def owns(self, key: str) -> bool:
         return self.select is None or self.select(key)
@@ -305,6 +308,10 @@ class Method:
             problems.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if problems:
             raise WeightsError(f"weights do not fit {self.name} ({self.config}): " + "; ".join(problems))
+
+    def averaged_state(self) -> dict[str, Tensor]:
+        """Live tensors of the trainable components the training loop averages (EMA)."""
+        return {k: v for c in self.components() if c.trainable and c.averaged for k, v in c.state().items()}
 
     def load_trainable_state(self, state: Mapping[str, Tensor]) -> None:
         """Load what :meth:`trainable_state` holds (a training checkpoint), strictly."""

@@ -301,7 +301,7 @@ class _Trainer:
         # Prepared so that accelerate checkpoints them (and places their state on the device).
         self.optimizers = {g: self.accelerator.prepare_optimizer(o) for g, o in self.raw_optimizers.items()}
         if recipe.ema.decay > 0:
-            self.ema = EMA(method.trainable_state(), recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
+            self.ema = EMA(method.averaged_state(), recipe.ema.decay, every=recipe.ema.every, start=recipe.ema.start)
         self.buffers = [t for c in method.components() if c.trainable for t in c.tensors() if not isinstance(t, nn.Parameter)]
         method.train(True)
 
@@ -414,7 +414,7 @@ class _Trainer:
         if self.ema is not None:
             if state.get("ema") is None:
                 warnings.warn("the checkpoint has no EMA: it starts from the current weights", stacklevel=2)
-                self.ema.load_state_dict({"shadow": self.method.trainable_state(), "updates": 0})
+                self.ema.load_state_dict({"shadow": self.method.averaged_state(), "updates": 0})
             else:
                 self.ema.load_state_dict(state["ema"])
         for group, opt in self.raw_optimizers.items():
@@ -599,7 +599,7 @@ class _Trainer:
         if self.main:
             from irc.evaluate import Run, evaluate
 
-            context = self.ema.swapped(self.method.trainable_state()) if self.ema is not None else contextlib.nullcontext()
+            context = self.ema.swapped(self.method.averaged_state()) if self.ema is not None else contextlib.nullcontext()
             with context:
                 out = evaluate(Run(label=f"step-{self.step}", method=self.method, knobs=dict(self.recipe.validation.knobs)), self._bench)
             self.method.train(True)
@@ -614,7 +614,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------- export
     def export(self, out: Path) -> tuple[Path, str]:
-        context = self.ema.swapped(self.method.trainable_state()) if self.ema is not None else contextlib.nullcontext()
+        context = self.ema.swapped(self.method.averaged_state()) if self.ema is not None else contextlib.nullcontext()
         with context:
             return _write_release(self.method, self.recipe, out, steps=self.step, trained_on=self.trained_on, name=self.name)
 
@@ -671,7 +671,7 @@ class _Trainer:
                 if finite:
                     self.nonfinite_run = 0
                     if self.ema is not None:
-                        self.ema.update(self.method.trainable_state(), self.step)
+                        self.ema.update(self.method.averaged_state(), self.step)
                     for g, v in losses.items():
                         log_sums[g] = log_sums.get(g, 0.0) + v
                     log_count += 1
@@ -849,8 +849,15 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
     else:
         state, marker = load_checkpoint(ckpt)
     method = get_method(recipe.method).from_config(recipe.config, device="cpu")
-    weights = state["ema"]["shadow"] if ema and state.get("ema") else state["weights"]
-    method.load_trainable_state(weights)
+    method.load_trainable_state(state["weights"])
+    if ema and state.get("ema"):
+        live = method.averaged_state()
+        shadow = state["ema"]["shadow"]
+        if set(shadow) != set(live):
+            raise IrcError(f"{ckpt}: the EMA does not cover this method's averaged components")
+        with torch.no_grad():
+            for key, value in shadow.items():
+                live[key].copy_(value)
     name = name or recipe.export.name or run_dir.name
     return _write_release(method, recipe, Path(out), steps=int(marker["step"]), trained_on=str(marker.get("trained_on", "")), name=name)
 

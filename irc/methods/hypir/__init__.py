@@ -84,6 +84,8 @@ class HYPIRConfig:
         weight_mse, weight_lpips, weight_gan: generator loss weights (1 / 5 / 0.5 upstream).
         real_target: BCE target of real images for the discriminator (one-sided smoothing, 0.8).
         train_t: the timestep used for ``model_t`` and ``coeff_t`` in training (200 upstream).
+        gradient_checkpointing: recompute the UNet's activations in the backward pass (GPU
+            memory; upstream trains with it).
     """
 
     base: str = SD21_REPO
@@ -99,6 +101,7 @@ class HYPIRConfig:
     weight_gan: float = 0.5
     real_target: float = 0.8
     train_t: int = 200
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
@@ -124,6 +127,7 @@ class HYPIR(Method):
     bench_counts_flops: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, *, base_model: str | None = None, offline: bool | None = None, **kwargs: Any):
+        self._disc = None
         self._base_override = base_model
         self._offline = offline
         self._fused = False
@@ -133,6 +137,11 @@ class HYPIR(Method):
         if self.config.stage == "encoder":
             self.network.vae.encoder.requires_grad_(True)
             self.network.vae.quant_conv.requires_grad_(True)
+            for key, p in self.network.unet.named_parameters():
+                if is_lora_key(key):
+                    p.requires_grad_(False)
+        if self.config.gradient_checkpointing:
+            self.network.unet.enable_gradient_checkpointing()
 
     # ----------------------------------------------------------------- construction
     def build_network(self) -> nn.Module:
@@ -174,7 +183,24 @@ class HYPIR(Method):
             ]
         else:
             parts.append(Component("vae", net.vae, "frozen", trainable=False))
+        disc = getattr(self, "_disc", None)
+        if disc is not None:  # built by the first training call (see training.parameter_groups)
+            parts.append(Component(
+                "discriminator", disc, "training", trainable=True, select=lambda k: not k.startswith("backbone."),
+                prefix="discriminator.", group="d", averaged=False, keep_fp32=True,
+            ))  # fmt: skip
         return parts
+
+    # ----------------------------------------------------------------- training
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        from irc.methods.hypir.training import parameter_groups
+
+        return parameter_groups(self)
+
+    def training_step(self, batch, step: int) -> dict[str, Tensor]:
+        from irc.methods.hypir.training import training_step
+
+        return training_step(self, batch, step)
 
     @classmethod
     def from_weights(cls, weights, *, device="cpu", dtype=torch.float32, offline=None, base_model: str | None = None) -> HYPIR:
