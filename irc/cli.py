@@ -248,14 +248,15 @@ def restore(
 @app.command("eval")
 def eval_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Benchmark: set5, set14, set11, set12, bsd68, cbsd68, classic5, polyu, or a user set (general100, urban100, kaist-cassi, rain100l, sots, lol, gopro, istd) under the data root.", show_default=False),
-    method: List[str] = typer.Option(["identity"], "--method", "-m", help="Method(s) to evaluate; repeat for a side-by-side table.", autocompletion=_complete_method),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Method(s) to evaluate; repeat for a side-by-side table (-m identity gives the degraded input's row).", autocompletion=_complete_method),
     weights: Optional[List[str]] = typer.Option(None, "--weights", "-w", help="Weights per method (repeat; 'default' for the shipped ones). One method with several weights compares them."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: an SD2.1-layout folder or hub id)."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="SR factor of the protocol (set5/set14 default 4).", min=1),
     noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise sigma in 0-255 units (set12/bsd68/cbsd68, default 25).", min=0),
     quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality (classic5, default 10).", min=1, max=100),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="USRNet blur kernel index 0-11 (SR with blur, set5/bsd68).", min=0, max=11),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Degradation task for mixture protocols (cbsd68: sr, blur, noise, jpeg, rain, haze, dark)."),
+    blur: Optional[float] = typer.Option(None, "--blur", help="Gaussian blur sigma in pixels (cbsd68 --task photo-blur, default 1).", min=0),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Another protocol of the set (cbsd68: the MiOIR tasks sr, blur, noise, jpeg, rain, haze, dark; the photo protocols photo-noise, photo-jpeg, photo-blur, clean; set14/general100: cs)."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="Method option key=value (repeatable), e.g. -O ratio=0.25; the same as its flag below."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradations and of stochastic methods."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks).", min=1),
@@ -280,10 +281,12 @@ def eval_cmd(
     """
     from irc.commands import run_eval
 
+    if not method:
+        raise UsageError("name the method(s) to evaluate: --method NAME (repeatable; -m identity scores the degraded input itself)")
     raise typer.Exit(
         run_eval(
             dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
-            kernel=kernel, task=task, knobs=_method_options(list(method), option), seed=seed, limit=limit, data_root=data_root,
+            kernel=kernel, blur=blur, task=task, knobs=_method_options(list(method), option), seed=seed, limit=limit, data_root=data_root,
             output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile), base_model=base_model,
             tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
         )

@@ -45,7 +45,7 @@ def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | 
 def run_eval(
     *, dataset: str, methods: list[str], weights: list[str], scale, noise, quality, kernel, task, knobs: dict[str, Any], seed: int,
     limit, data_root, output: Path | None, save_images: Path | None, device: str, dtype: str, tile, tile_overlap, offline, as_json: bool, quiet: bool,
-    base_model: str | None = None,
+    base_model: str | None = None, blur: float | None = None,
 ) -> int:
     """``irc eval``: returns the exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -53,9 +53,10 @@ def run_eval(
     from irc.data.benchmarks import open_benchmark
     from irc.evaluate import Run, evaluate, json_safe, method_task, protocol_knobs, write_results
 
-    out_dir = output or Path("eval-results") / dataset
+    bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit, blur=blur)
+    # the default folder names the whole protocol, so runs of other protocols never overwrite it
+    out_dir = output or Path("eval-results") / protocol_label(bench.protocol)
     _probe_writable_dir(out_dir)  # fail before hours of evaluation, not after
-    bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit)
     runs = []
     pairs = _pair_runs(methods, weights)
     for method_name, weights_name in pairs:
@@ -89,7 +90,7 @@ def run_eval(
         print(json.dumps(json_safe(summaries), indent=2))
     else:
         protocol = bench.protocol
-        title = f"{bench.name}: {protocol.task}" + (f" x{protocol.scale}" if protocol.scale != 1 else "")
+        title = f"{bench.name}: {protocol_label(protocol, readable=True)}"
         caption = "spectral (28-band cubes, PSNR after 256-level quantisation)" if protocol.color == "spectral" else f"{protocol.color.upper()} channel"
         table = Table(title=title, caption=f"{caption}, border {protocol.crop_border}, {len(bench)} images")
         spectral = all("sam" in s for s in summaries)  # CASSI: the spectral angle is part of the protocol
@@ -97,11 +98,31 @@ def run_eval(
             table.add_column(column, justify="left" if column == "method" else "right")
         for s in summaries:
             sam = [f"{s['sam']:.2f}"] if spectral else []
-            table.add_row(s["label"], f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", *sam, f"{s['seconds_per_image']:.3f}")
+            psnr = "identical" if s["psnr"] == float("inf") else f"{s['psnr']:.2f}"  # zero error: no PSNR to print
+            table.add_row(s["label"], psnr, f"{s['ssim']:.4f}", *sam, f"{s['seconds_per_image']:.3f}")
         Console(emoji=False).print(table)
     if not quiet:
         err.print(f"results: {', '.join(str(p) for p in written)}")
     return 0
+
+
+def protocol_label(protocol, *, readable: bool = False) -> str:
+    """The protocol in a few words: ``cbsd68-photo-noise-s25`` (a folder name) or
+    ``photo-noise, sigma 25`` (a table title)."""
+    parts = [protocol.task.replace("mixture:", "mio-")]
+    if protocol.scale != 1:
+        parts.append(f"x{protocol.scale}")
+    if protocol.kernel is not None:
+        parts.append(f"kernel {protocol.kernel}" if readable else f"k{protocol.kernel}")
+    if protocol.noise_sigma:
+        parts.append(f"sigma {protocol.noise_sigma:g}" if readable else f"s{protocol.noise_sigma:g}")
+    if protocol.jpeg_quality is not None:
+        parts.append(f"quality {protocol.jpeg_quality}" if readable else f"q{protocol.jpeg_quality}")
+    if protocol.blur_sigma is not None:
+        parts.append(f"blur sigma {protocol.blur_sigma:g}" if readable else f"b{protocol.blur_sigma:g}")
+    if protocol.seed:
+        parts.append(f"seed {protocol.seed}" if readable else f"seed{protocol.seed}")
+    return ", ".join(parts) if readable else "-".join([protocol.dataset, *parts]).replace(" ", "")
 
 
 def run_bench_command(

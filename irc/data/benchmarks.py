@@ -29,6 +29,10 @@ set14 (cs)   cs              grey   0           ``lq = gt``, gt = 8-bit BT.601 l
 set12 bsd68  denoise (25)    grey   0           ``gt + sigma/255 N(0,1)``, unclipped [4]
 cbsd68       denoise (25)    rgb    0           same, colour [4]
 cbsd68 +t    mixture:<t>     rgb    4           MiOIR task t, fixed params per image [5]
+cbsd68       photo-noise     rgb    0           gt + sigma/255 N(0,1), clipped and rounded to 8 bits
+cbsd68       photo-jpeg      rgb    0           colour JPEG (4:2:0) at --quality (default 30)
+cbsd68       photo-blur      rgb    0           Gaussian blur, --blur sigma (default 1), 8-bit
+cbsd68       clean           rgb    0           ``lq = gt``: how much a method changes a clean photo
 bsd68 +k     sr (USRNet)     rgb    s**2        as set5 + kernel, on the colour CBSD68 [2]
 classic5     jpeg (q10)      grey   0           Pillow/libjpeg round trip at quality q [6]
 polyu        real-denoise    rgb    0           real noisy photo (``*_real``) vs mean (``*_mean``),
@@ -145,6 +149,7 @@ __all__ = [
 
 TASKS: tuple[str, ...] = (
     "sr", "denoise", "cs", "jpeg", "real-denoise", "cassi", "derain", "dehaze", "lowlight", "deblur", "shadow",
+    "photo-noise", "photo-jpeg", "photo-blur", "clean",
 )
 """Protocol tasks besides ``"mixture:<task>"``."""
 
@@ -171,6 +176,7 @@ class Protocol:
         noise_sigma: Gaussian noise standard deviation, 0-255 units, or ``None``.
         jpeg_quality: JPEG quality of the input, or ``None``.
         kernel: 0-based index into USRNet's 12 test kernels, or ``None``.
+        blur_sigma: Gaussian blur standard deviation in pixels (``gblur``), or ``None``.
         seed: Seed of every synthetic random choice (with the image index).
     """
 
@@ -183,6 +189,7 @@ class Protocol:
     noise_sigma: float | None = None
     jpeg_quality: int | None = None
     kernel: int | None = None
+    blur_sigma: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -217,8 +224,18 @@ class Protocol:
                 f"lq = gt + {self.noise_sigma:g}/255 * N(0, 1), unclipped and unrounded (DnCNN protocol); "
                 "GaussianNoise field seeded from SeedSequence([seed, index])"
             )
-        if t == "jpeg":
-            return f"lq = Pillow (libjpeg) JPEG round trip of the uint8 grey gt at quality {self.jpeg_quality}"
+        if t in ("jpeg", "photo-jpeg"):
+            kind = "grey" if self.color == "grey" else "RGB (4:2:0)"
+            return f"lq = Pillow (libjpeg) JPEG round trip of the uint8 {kind} gt at quality {self.jpeg_quality}"
+        if t == "photo-noise":
+            return (
+                f"lq = round(clip(gt + {self.noise_sigma:g}/255 * N(0, 1), 0, 1) * 255) / 255: noise as a stored photo "
+                "carries it (clipped, 8-bit); GaussianNoise field seeded from SeedSequence([seed, index])"
+            )
+        if t == "photo-blur":
+            return f"lq = gt blurred by an isotropic Gaussian, sigma {self.blur_sigma:g} px (size 2 ceil(3 sigma) + 1, reflect), rounded to 8 bits"
+        if t == "clean":
+            return "lq = gt: a clean photo; scores how much a method changes what needs no restoration"
         if t == "cassi":
             return "lq = gt cube (28 bands in [0, 1]; the CASSI method applies its own mask and dispersion)"
         if t.startswith("mixture:"):
@@ -532,8 +549,9 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
         BenchmarkInfo(
             "cbsd68", "CBSD68", "*.png (68 colour images)",
             _p("cbsd68", "denoise", "rgb", 0, noise_sigma=25.0, round_to_uint8=False), 3, True,
-            "CBSD68: colour BSD68 for colour denoising, USRNet SR and the MiOIR task mixture",
-            ("denoise", "sr", *[f"mixture:{t}" for t in MIXTURE_TASKS]),
+            "CBSD68: colour BSD68 for colour denoising, USRNet SR, the MiOIR task mixture and the photo protocols "
+            "(8-bit noise, colour JPEG, Gaussian blur, clean)",
+            ("denoise", "sr", *[f"mixture:{t}" for t in MIXTURE_TASKS], "photo-noise", "photo-jpeg", "photo-blur", "clean"),
         ),
         BenchmarkInfo(
             "classic5", "classic5", "*.png (5 grey images)",
@@ -827,9 +845,23 @@ def _make_sample(bench: Benchmark, index: int) -> Sample:
         img = read_u8(item.gt)
         gt = to_tensor(grey_u8(img) if p.color == "grey" else rgb(img))
         lq = _add_noise(gt, p.noise_sigma, p.seed, index)
-    elif t == "jpeg":
-        gt = to_tensor(grey_u8(read_u8(item.gt)))
+    elif t in ("jpeg", "photo-jpeg"):
+        img = read_u8(item.gt)
+        gt = to_tensor(grey_u8(img) if p.color == "grey" else rgb(img))
         lq = jpeg_compress(gt[None], int(p.jpeg_quality))[0]
+    elif t == "photo-noise":
+        gt = to_tensor(rgb(read_u8(item.gt)))
+        lq = torch.round(_add_noise(gt, p.noise_sigma, p.seed, index).clamp(0, 1) * 255) / 255
+    elif t == "photo-blur":
+        from irc.operators.blur_kernels import gaussian_kernel
+        from irc.operators.degradations import filter2d
+
+        gt = to_tensor(rgb(read_u8(item.gt)))
+        size = 2 * math.ceil(3 * p.blur_sigma) + 1
+        lq = torch.round(filter2d(gt[None].double(), gaussian_kernel(size, p.blur_sigma))[0].clamp(0, 1) * 255).float() / 255
+    elif t == "clean":
+        gt = to_tensor(rgb(read_u8(item.gt)))
+        lq = gt.clone()
     elif t == "cassi":
         from irc.operators.cassi import load_cube
 
@@ -862,7 +894,7 @@ def _check_int(value: Any, what: str, lo: int, hi: int | None = None) -> int:
 
 
 def _resolve(
-    info: BenchmarkInfo, *, scale, noise, quality, kernel, task, seed
+    info: BenchmarkInfo, *, scale, noise, quality, kernel, task, seed, blur=None
 ) -> tuple[Protocol, BenchmarkInfo]:
     """The protocol for the requested options, and the dataset whose files it reads."""
     name = info.name
@@ -898,6 +930,23 @@ def _resolve(
         return _p(name, "sr", "rgb", s * s, scale=s, kernel=kernel, noise_sigma=sigma, seed=seed), files_from
     refuse("--scale", scale)
     refuse("--kernel", kernel)
+    if task != "photo-blur":
+        refuse("--blur", blur)
+    if task in ("photo-noise", "photo-jpeg", "photo-blur", "clean"):
+        # the photo protocols of a colour set: RGB, border 0, 8-bit inputs
+        if task == "photo-noise":
+            refuse("--quality", quality)
+            return _p(name, task, "rgb", 0, noise_sigma=_check_sigma(25.0 if noise is None else noise), seed=seed), info
+        refuse("--noise", noise)
+        if task == "photo-jpeg":
+            return _p(name, task, "rgb", 0, jpeg_quality=30 if quality is None else _check_int(quality, "quality", 1, 100), seed=seed), info
+        refuse("--quality", quality)
+        if task == "photo-blur":
+            sigma = _check_sigma(1.0 if blur is None else blur)
+            if sigma <= 0:
+                raise UsageError("--blur must be a sigma > 0 in pixels")
+            return _p(name, task, "rgb", 0, blur_sigma=sigma, seed=seed), info
+        return _p(name, task, "rgb", 0, seed=seed), info
     if task == "denoise":
         refuse("--quality", quality)
         sigma = _check_sigma(base.noise_sigma if noise is None else noise)
@@ -935,6 +984,7 @@ def open_benchmark(
     task: str | None = None,
     seed: int = 0,
     limit: int | None = None,
+    blur: float | None = None,
 ) -> Benchmark:
     """Opens a named benchmark under its protocol.
 
@@ -966,7 +1016,7 @@ def open_benchmark(
     info = BENCHMARKS.get(key)
     if info is None:
         raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(benchmark_names())}")
-    protocol, files_from = _resolve(info, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed)
+    protocol, files_from = _resolve(info, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, blur=blur)
     folder = files_from.path(root)
     try:
         items = files_from.find(folder)
