@@ -31,8 +31,9 @@ The default ``"linear"`` window keeps the outer quarter of each overlap at a neg
 cross-fades over the middle half, which makes the result *equal* to untiled inference whenever
 the receptive-field radius is at most a quarter of the overlap (overlap >= about twice the
 receptive field). The ``"gaussian"`` window (as in CCSR / HYPIR) weights each whole tile with a
-separable Gaussian of variance 0.01 relative to the tile size; it is smoother but never exact.
-Windows touching the image border are not ramped on that side, so border pixels keep full weight.
+separable Gaussian of variance 0.01 relative to the tile size, exactly as HYPIR's code does; it is
+smoother but never exact. Linear windows touching the image border are not ramped on that side,
+so border pixels keep full weight.
 All weights are strictly positive; the accumulated weighted sum is divided by the accumulated
 weight, so the weights need not sum to one.
 
@@ -253,16 +254,11 @@ def _linear_profile(n: int, overlap: int, ramp_start: bool, ramp_end: bool, floo
     return w.clamp(min=floor)
 
 
-def _gaussian_profile(n: int, ramp_start: bool, ramp_end: bool, floor: float) -> Tensor:
-    """1-D Gaussian over the whole length (variance 0.01 relative to ``n``), peak 1; the side(s)
-    that are not ramped are held at the peak value (float64)."""
+def _gaussian_profile(n: int, mid: float, floor: float) -> Tensor:
+    """1-D Gaussian over the whole length with variance 0.01 relative to ``n``, centred on ``mid``
+    (float64). Border tiles are weighted like the others: it is the weighting of CCSR / HYPIR."""
     i = torch.arange(n, dtype=torch.float64)
-    mid = (n - 1) / 2.0
     w = torch.exp(-(((i - mid) / n) ** 2) / (2.0 * _GAUSSIAN_VAR))
-    if not ramp_start:
-        w = torch.where(i <= mid, torch.ones_like(w), w)
-    if not ramp_end:
-        w = torch.where(i >= mid, torch.ones_like(w), w)
     return w.clamp(min=floor)
 
 
@@ -284,7 +280,8 @@ def blend_window(
     negligible weight (the tile lacks context there) and the middle half ramps linearly to 1, so
     two neighbours overlapping by exactly the nominal overlap cross-fade with weights summing to 1.
     ``"gaussian"``: a separable Gaussian over the whole tile with variance 0.01 relative to the
-    tile size (the overlaps are ignored), peak 1.
+    tile size, centred as HYPIR's code centres it (rows on ``h / 2``, columns on ``(w - 1) / 2``);
+    overlaps and sides are ignored.
 
     Args:
         h: Tile height.
@@ -307,14 +304,19 @@ def blend_window(
     dtype = dtype or torch.float32
     if not dtype.is_floating_point:
         raise ValueError(f"blend_window: dtype must be floating point; got {dtype}")
-    floor = max(_WEIGHT_FLOOR, float(torch.finfo(dtype).tiny))
+    # The linear window's untrusted margin gets a small floor; the Gaussian is positive as it is
+    # (its corners are ~1e-11 of its peak, and a floor there would change the blend near them).
+    floor = max(_WEIGHT_FLOOR if kind == "linear" else 0.0, float(torch.finfo(dtype).tiny))
     top, bottom, left, right = (bool(s) for s in sides)
     if kind == "linear":
         wy = _linear_profile(h, overlap_h, top, bottom, floor)
         wx = _linear_profile(w, overlap_w, left, right, floor)
     elif kind == "gaussian":
-        wy = _gaussian_profile(h, top, bottom, floor)
-        wx = _gaussian_profile(w, left, right, floor)
+        # HYPIR's make_tiled_fn centres the rows' Gaussian on h / 2 and the columns' on
+        # (w - 1) / 2 (HYPIR/utils/common.py at b61d107); we keep that asymmetry, so that tiled
+        # results match the official code's
+        wy = _gaussian_profile(h, h / 2.0, floor)
+        wx = _gaussian_profile(w, (w - 1) / 2.0, floor)
     else:
         raise ValueError(f"blend_window: kind must be 'linear' or 'gaussian'; got {kind!r}")
     weights = (wy[:, None] * wx[None, :]).clamp(min=floor)

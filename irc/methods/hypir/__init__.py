@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from irc.errors import UsageError, WeightsError
 from irc.methods.base import Component, Method
-from irc.methods.hypir.enhance import resize_antialiased, upscale_bicubic, wavelet_colour_fix, x0_from_eps
+from irc.methods.hypir.enhance import resize_antialiased, resize_at_least, upscale_bicubic, wavelet_colour_fix, x0_from_eps
 from irc.methods.hypir.lora import TARGETS, add_lora, check_key_set, is_lora_key, lora_keys, lora_rank, read_lora_file
 from irc.methods.options import OPTIONS
 from irc.runner import StageRunner
@@ -400,12 +400,7 @@ class HYPIR(Method):
         # the official rule: a short side below the patch is enlarged to it (the model was trained
         # on 512-pixel crops and makes artefacts on small images, upstream issue #14); with
         # --patch auto the official patch, 512, sets that minimum
-        min_side = AUTO_MIN_SIDE if auto else int(knobs["patch"])
-        image = ref
-        short = min(h0, w0)
-        if short < min_side:
-            factor = min_side / short
-            image = resize_antialiased(ref, (math.ceil(h0 * factor), math.ceil(w0 * factor)))
+        image = resize_at_least(ref, AUTO_MIN_SIDE if auto else int(knobs["patch"]))
         h1, w1 = image.shape[-2:]
         patch = (max(h1, w1) + 63) // 64 * 64 if auto else int(knobs["patch"])
         stride = patch if auto else int(knobs["stride"])

@@ -14,22 +14,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resize_antialiased", "upscale_bicubic", "wavelet_colour_fix", "x0_from_eps"]
+__all__ = ["resize_antialiased", "resize_at_least", "upscale_bicubic", "wavelet_colour_fix", "x0_from_eps"]
 
 _WAVELET_KERNEL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 
 
 def upscale_bicubic(x: Tensor, *, upscale: float = 1.0, longest_side: int = 0) -> Tensor:
-    """Bicubic resize without antialiasing, by ``upscale`` or to ``longest_side`` (aspect kept)."""
+    """Bicubic resize without antialiasing (torch's, ``align_corners=False``), by the factor
+    ``upscale`` (as ``F.interpolate(scale_factor=...)``, the official call) or to ``longest_side``
+    (aspect kept, the short side truncated)."""
     h, w = x.shape[-2:]
     if longest_side:
         factor = longest_side / max(h, w)
-    else:
-        factor = float(upscale)
-    if factor == 1.0:
+        size = (longest_side, int(w * factor)) if h >= w else (int(h * factor), longest_side)
+        return x if size == (h, w) else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    if float(upscale) == 1.0:
         return x
-    size = (int(round(h * factor)), int(round(w * factor))) if longest_side else (int(h * factor), int(w * factor))
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    return F.interpolate(x, scale_factor=float(upscale), mode="bicubic", align_corners=False)
+
+
+def resize_at_least(x: Tensor, side: int) -> Tensor:
+    """Enlarge so that the short side is ``side`` and the long side ``int(long * side / short)``
+    (antialiased bicubic), when the short side is at most ``side`` (the official ``<=``)."""
+    h, w = x.shape[-2:]
+    if min(h, w) > side:
+        return x
+    size = (side, int(w * side / h)) if h <= w else (int(h * side / w), side)
+    return resize_antialiased(x, size)
 
 
 def resize_antialiased(x: Tensor, size: tuple[int, int]) -> Tensor:
