@@ -210,6 +210,8 @@ class BatchReport:
     done: int = 0
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: skipped outputs that were made with other options: ``(output, what differs)``
+    stale: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -225,6 +227,7 @@ def run_batch(
     progress: bool | None = None,
     description: str = "restoring",
     known_failures: Iterable[tuple[str, str]] = (),
+    why_skipped: Callable[[Job], str | None] | None = None,
 ) -> BatchReport:
     """Run ``process`` over planned ``jobs`` (see :func:`plan_batch`), never stopping on a bad file.
 
@@ -237,6 +240,8 @@ def run_batch(
         progress: show a progress bar on stderr; default: only when stderr is a terminal.
         known_failures: ``(input, message)`` pairs that failed before processing (missing
             paths, planning conflicts); reported first.
+        why_skipped: for an existing output, what differs between how it was made and this
+            run (``None``: nothing known); reported with the skip.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -256,6 +261,12 @@ def run_batch(
                 if job.output.exists() and not overwrite:
                     record["status"] = "skipped"
                     report.skipped += 1
+                    if job.output.is_dir():
+                        raise IrcError(f"{job.output} is a directory, not an output image: choose another --output or --name-template")
+                    change = why_skipped(job) if why_skipped is not None and job.output.is_file() else None
+                    if change:
+                        record["differs"] = change
+                        report.stale.append((str(job.output), change))
                 else:
                     start = time.perf_counter()
                     record.update(process(job))
@@ -296,5 +307,9 @@ def print_summary(report: BatchReport, *, console=None, verb: str = "restored", 
         console.print(f"[red]failed[/red] {escape(text)}")
     if quiet:
         return
+    for output, change in report.stale[:5]:
+        console.print(f"skipped {escape(output)}: it exists, made with other options ({escape(change)}); --overwrite redoes it, or add {{task}} / {{scale}} to --name-template")
+    if len(report.stale) > 5:
+        console.print(f"... and {len(report.stale) - 5} more skipped outputs made with other options")
     console.print(f"{report.done} {verb}, {report.skipped} skipped (exist; --overwrite to redo), {len(report.failures)} failed")
 

@@ -167,6 +167,9 @@ class Image:
         format: Pillow format name of the source ("PNG", "JPEG", ...), or ``None``.
         exif: Raw EXIF block (starting with ``b"Exif\\0\\0"``) with its orientation already
             applied to the pixels and reset to 1, or ``None``.
+        description: Text written into the output's metadata (irc records how an image was
+            restored: a PNG ``tEXt`` chunk with keyword ``irc``, a JPEG comment, a TIFF
+            ImageDescription); not read from sources.
 
     Arrays given as another float dtype are converted to ``float32``; a wrong shape raises
     ``ValueError``.
@@ -179,6 +182,7 @@ class Image:
     source_mode: str
     format: str | None
     exif: bytes | None = None
+    description: str | None = None
 
     def __post_init__(self) -> None:
         pixels = np.asarray(self.pixels, dtype=np.float32)
@@ -637,6 +641,25 @@ def _os_reason(err: OSError) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: PNG text keyword (and the meaning of JPEG comments / TIFF descriptions) of irc's records.
+TEXT_KEY = "irc"
+
+
+def read_description(path: str | os.PathLike[str]) -> str | None:
+    """The record :func:`write_image` stored in a file's metadata (``None`` when there is none)."""
+    with PILImage.open(path) as im:
+        info = im.info
+        if TEXT_KEY in info:
+            return str(info[TEXT_KEY])
+        if "comment" in info:
+            raw = info["comment"]
+            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        tags = getattr(im, "tag_v2", None)
+        if tags is not None and 270 in tags:
+            return str(tags[270])
+    return None
+
+
 def write_image(
     path: str | os.PathLike[str],
     image: Image,
@@ -702,7 +725,7 @@ def write_image(
         icc = None
     exif = _exif_for_writing(image.exif) if fmt in _EXIF_FORMATS else None
 
-    encode = _encoder(fmt, samples, quality=quality, icc=icc, exif=exif)
+    encode = _encoder(fmt, samples, quality=quality, icc=icc, exif=exif, text=image.description)
     _write_atomically(path, encode)
     return path
 
@@ -755,17 +778,17 @@ _Encoder = Callable[[IO[bytes]], None]
 
 
 def _encoder(
-    fmt: str, samples: np.ndarray, *, quality: int, icc: bytes | None, exif: bytes | None
+    fmt: str, samples: np.ndarray, *, quality: int, icc: bytes | None, exif: bytes | None, text: str | None = None
 ) -> _Encoder:
     """Picks how ``(H, W, K)`` samples (K = colour + alpha channels) become a file."""
     channels = samples.shape[-1]
     if samples.dtype == np.uint16 and channels > 1:
         if fmt == "PNG":
-            return lambda fh: _encode_png16(fh, samples, icc=icc, exif=exif)
+            return lambda fh: _encode_png16(fh, samples, icc=icc, exif=exif, text=text)
         if channels == 2:
             # Pillow (and many other readers) cannot open 16-bit grey+alpha TIFF; RGBA can.
             samples = samples[..., [0, 0, 0, 1]]
-        return lambda fh: _encode_tiff16(fh, samples, icc=icc)
+        return lambda fh: _encode_tiff16(fh, samples, icc=icc, text=text)
 
     if fmt == "WEBP" and channels in (1, 2):
         samples = samples[..., [0, 0, 0]] if channels == 1 else samples[..., [0, 0, 0, 1]]
@@ -775,6 +798,17 @@ def _encoder(
         params["icc_profile"] = icc
     if exif is not None:
         params["exif"] = exif
+    if text is not None:
+        if fmt == "PNG":
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            info.add_itxt(TEXT_KEY, text)
+            params["pnginfo"] = info
+        elif fmt == "JPEG":
+            params["comment"] = text.encode("utf-8")
+        elif fmt == "TIFF":
+            params["description"] = _ascii(text)
     if fmt == "JPEG":
         params["quality"] = quality
         if quality >= 90:
@@ -814,7 +848,7 @@ def _png_chunk(fh: IO[bytes], kind: bytes, data: bytes) -> None:
 
 
 def _encode_png16(
-    fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None, exif: bytes | None
+    fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None, exif: bytes | None, text: str | None = None
 ) -> None:
     """Writes ``(H, W, K)`` uint16 samples as a 16-bit PNG (K = 1..4 as in ``_PNG_COLOUR_TYPE``)."""
     height, width, channels = samples.shape
@@ -826,6 +860,9 @@ def _encode_png16(
     if exif is not None:
         # PNG's eXIf chunk holds the TIFF-structured EXIF without JPEG's "Exif\0\0" marker.
         _png_chunk(fh, b"eXIf", exif.removeprefix(_EXIF_HEADER))
+    if text is not None:
+        # iTXt: keyword, null, no compression, method 0, empty language and translated keyword
+        _png_chunk(fh, b"iTXt", TEXT_KEY.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
     rows = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
     pixel_bytes = 2 * channels
     compressor = zlib.compressobj(6)
@@ -876,7 +913,12 @@ def _paeth_filter(rows: np.ndarray, previous: np.ndarray, pixel_bytes: int) -> n
 # --- 16-bit TIFF -----------------------------------------------------------------------------
 
 
-def _encode_tiff16(fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None) -> None:
+def _ascii(text: str) -> str:
+    """TIFF strings are 7-bit ASCII: other characters as ``\\uXXXX`` escapes."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _encode_tiff16(fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None, text: str | None = None) -> None:
     """Writes ``(H, W, 3 or 4)`` uint16 samples as a deflate-compressed TIFF through imageio's
     tifffile plugin, with horizontal differencing (neighbouring 16-bit samples are close, so their
     differences compress far better) and RGBA marked as unassociated alpha, matching ``Image``."""
@@ -887,7 +929,7 @@ def _encode_tiff16(fh: IO[bytes], samples: np.ndarray, *, icc: bytes | None) -> 
     try:
         data = iio.imwrite(
             "<bytes>", samples, extension=".tif", plugin="tifffile", photometric="rgb", compression="zlib",
-            predictor=True, extratags=tags, **extra,
+            predictor=True, extratags=tags, description=None if text is None else _ascii(text), **extra,
         )  # fmt: skip
     except ValueError as err:  # tifffile refuses data a classic TIFF cannot hold (> 4 GB)
         raise OSError(errno.EFBIG, f"too large for a TIFF file ({err})") from None

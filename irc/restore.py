@@ -7,6 +7,8 @@ input belongs to exactly one process.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,15 +112,21 @@ def run_restore(request: RestoreRequest) -> int:
         with state.split_between_processes(jobs) as share:
             jobs = list(share)
 
+    record = restore_record(method, request, knobs)
+
     def process(job) -> dict[str, Any]:
         image = read_image(job.item.path)
         # randomness per image, from --seed and the image's place in the input tree (never the batch order)
         key = f"{job.item.relative_dir}/{job.item.path.name}" if job.item.relative_dir else job.item.path.name
         runner = StageRunner(method.device, request.tile, request.tile_overlap, request.seed, [key])
         restored = restore_image(method, image, runner=runner, **request.knobs)
+        restored = dataclasses.replace(restored, description=json.dumps(record, sort_keys=True))
         remove_stale_temporaries(job.output)  # left by a killed earlier run; this process owns the output
         write_image(job.output, restored)
-        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height}
+        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height, "options": record["options"]}
+
+    def why_skipped(job) -> str | None:
+        return _option_change(job.output, record)
 
     report = run_batch(
         jobs,
@@ -128,6 +136,7 @@ def run_restore(request: RestoreRequest) -> int:
         progress=False if request.quiet else None,
         description=f"{method.name}",
         known_failures=[*expanded.missing, *conflicts] if state.is_main_process else (),
+        why_skipped=why_skipped,
     )
     print_summary(report, quiet=request.quiet)
     if dropped and not request.quiet:
@@ -135,6 +144,35 @@ def run_restore(request: RestoreRequest) -> int:
 
         Console(stderr=True, emoji=False).print(f"{dropped} input(s) ignored: they are outputs of this same batch")
     return report.exit_code
+
+
+def restore_record(method, request: RestoreRequest, knobs: dict[str, Any]) -> dict[str, Any]:
+    """How an output was made, written into its metadata and the ``--jsonl`` record: method,
+    weights (name and sha256), every option (the prompt included), seed, dtype."""
+    from irc import __version__
+
+    plain = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in knobs.items()}
+    return {
+        "irc": __version__, "method": method.name, "weights": request.weights or "default", "weights_sha256": method.weights_sha256,
+        "options": plain, "seed": request.seed, "dtype": str(method.dtype).replace("torch.", ""),
+    }  # fmt: skip
+
+
+def _option_change(output: Path, record: dict[str, Any]) -> str | None:
+    """Why an existing output would differ from this run's, from the record in its metadata."""
+    from irc.io import read_description
+
+    try:
+        text = read_description(output)
+        old = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    changes = [f"{k} {old.get(k)!r} -> {record.get(k)!r}" for k in ("method", "weights", "seed") if old.get(k) != record.get(k)]
+    before, now = old.get("options") or {}, record["options"]
+    changes += [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    return ", ".join(changes) or None
 
 
 def _run_measurement(method, request: RestoreRequest, knobs: dict[str, Any]) -> int:
