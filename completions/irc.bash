@@ -64,6 +64,7 @@ _irc() {
         "eval|--noise") COMPREPLY=(); return ;;
         "eval|--quality") COMPREPLY=(); return ;;
         "eval|--kernel") COMPREPLY=(); return ;;
+        "eval|--blur") COMPREPLY=(); return ;;
         "eval|--task"|"eval|-t") COMPREPLY=(); return ;;
         "eval|--option"|"eval|-O") COMPREPLY=(); return ;;
         "eval|--seed") COMPREPLY=(); return ;;
@@ -134,7 +135,7 @@ _irc() {
         "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
         "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
         "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --blur --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;

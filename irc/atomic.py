@@ -1,20 +1,55 @@
 """Atomic file writes: a temporary file in the target's directory, fsync, then ``os.replace``.
 
 Readers (and a rerun after a crash) see either the old file or the complete new one, never a
-partial write. Temporary files are named ``.<target name>.<random>.tmp`` so that
-:func:`remove_stale_temporaries` can clear what a killed process left behind.
+partial write. Temporary files are named ``.<target name>.<writer>.<random>.tmp``, ``<writer>``
+being ``<host>-<pid>``, so that :func:`remove_stale_temporaries` clears what a *dead* writer left
+behind and never the file another live process is writing (two identical batches running at
+once used to delete each other's temporaries). :func:`claim_output` lets one process own an
+output while it computes it, so that a second run skips it instead of doing the work twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
+import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
 TEMP_SUFFIX = ".tmp"
+CLAIM_SUFFIX = ".irc-claim"
+#: a writer on another host is presumed dead when its file has not changed for this long
+FOREIGN_STALE_SECONDS = 6 * 3600
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def writer_tag() -> str:
+    """``<host>-<pid>`` of this process (the host hashed: names stay short and plain)."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def _alive(tag: str, path: Path) -> bool:
+    """Whether the writer ``tag`` may still be working on ``path``."""
+    host, _, pid = tag.partition("-")
+    if host != _host() or not pid.isdigit():
+        try:
+            return time.time() - path.stat().st_mtime < FOREIGN_STALE_SECONDS
+        except OSError:
+            return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_dir(directory: Path) -> None:
@@ -32,14 +67,14 @@ def fsync_dir(directory: Path) -> None:
 
 
 def create_temp_beside(target: Path) -> tuple[int, Path]:
-    """Create ``.<target name>.<random>.tmp`` beside ``target``; returns ``(fd, path)``.
+    """Create ``.<target name>.<writer>.<random>.tmp`` beside ``target``; returns ``(fd, path)``.
 
     ``O_EXCL`` with mode 0o666 lets the umask decide the final permissions, as a plain ``open``
     would; ``tempfile.mkstemp`` would leave every output readable by its owner only.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        temp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        temp = target.parent / f".{target.name}.{writer_tag()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:
@@ -84,18 +119,56 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> int:
-    """Delete temporaries a killed writer of ``target`` left behind; returns how many.
-
-    Only call this when no other process may be writing ``target`` at the same time.
-    """
+    """Delete the temporaries of ``target`` whose writer is dead (a killed earlier run); returns
+    how many. Those of live processes, here or on another host sharing the folder, stay."""
     target = Path(target)
     removed = 0
     if target.parent.is_dir():
-        # exact names only: ".<name>.<8 hex digits>.tmp" (glob would read [ ] in names as patterns)
-        pattern = re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
+        # exact names only (glob would read [ ] in names as patterns); the writer-less form is
+        # what irc 0.1 wrote
+        pattern = re.compile(re.escape(f".{target.name}.") + r"(?:([0-9a-f]{6}-\d+)\.)?[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
         for stale in target.parent.iterdir():
-            if pattern.match(stale.name):
+            match = pattern.match(stale.name)
+            if match and not (match.group(1) and _alive(match.group(1), stale)):
                 with contextlib.suppress(OSError):
                     stale.unlink()
                     removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def claim_output(target: str | os.PathLike) -> Iterator[str | None]:
+    """Own ``target`` while computing it: yields ``None`` when claimed (released on exit), or the
+    writer tag of the live process that holds it (then do not write it).
+
+    The claim is a file ``.<name>.irc-claim`` created with ``O_EXCL`` holding the writer's tag; a
+    claim whose writer is dead is taken over.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    claim = target.parent / f".{target.name}{CLAIM_SUFFIX}"
+    me = writer_tag()
+    for _ in range(3):
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            try:
+                owner = claim.read_text().strip()
+            except OSError:
+                continue
+            if owner and _alive(owner, claim):
+                yield owner
+                return
+            with contextlib.suppress(OSError):
+                claim.unlink()
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me)
+        try:
+            yield None
+        finally:
+            with contextlib.suppress(OSError):
+                if claim.read_text().strip() == me:
+                    claim.unlink()
+        return
+    yield "unknown"

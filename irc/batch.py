@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
@@ -108,14 +109,33 @@ def expand_inputs(inputs: list[str], *, recursive: bool = False, stdin: TextIO |
 
     for arg in inputs:
         if arg == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            for line in stream:
-                line = line.strip()
-                if line:
-                    expand_one(line)
+            for line in _stdin_paths(stdin if stdin is not None else sys.stdin):
+                expand_one(line)
         else:
             expand_one(arg)
     return result
+
+
+def _stdin_paths(stream: TextIO) -> Iterable[str]:
+    """Paths from ``-``: one per line (blank lines skipped; leading and trailing spaces kept, a
+    file may start with one). Image bytes piped by mistake (``cat photo.jpg | irc restore -``)
+    are a usage error, not a traceback."""
+    data = getattr(stream, "buffer", None)
+    raw = data.read() if data is not None else stream.read().encode("utf-8", "surrogateescape")
+    if b"\x00" in raw or _looks_binary(raw):
+        raise UsageError("stdin holds binary data, not a list of paths: pass image files as arguments (irc restore photo.jpg), or pipe paths (find . -name '*.jpg' | irc restore -)")
+    text = raw.decode("utf-8", "surrogateescape")
+    for line in text.splitlines():
+        if line.strip():
+            yield line
+
+
+def _looks_binary(raw: bytes) -> bool:
+    sample = raw[:4096]
+    if not sample:
+        return False
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 13))
+    return control / len(sample) > 0.05
 
 
 def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fields: dict[str, Any], ext: str | None) -> Path:
@@ -146,7 +166,18 @@ def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fiel
     if not name.strip() or name.endswith(("/", "\\")) or not Path(name).name.strip("."):
         raise UsageError(f"--name-template {template!r} gives no file name for {item.path.name}")
     base = (output_dir / item.relative_dir) if output_dir is not None else item.path.parent
-    return base / name
+    # the name may make sub-folders, never leave its folder (../x, /abs, a/../../x)
+    root = output_dir if output_dir is not None else item.path.parent
+    out = base / name
+    if Path(name).is_absolute() or not _inside(out, root):
+        raise UsageError(f"--name-template {template!r} gives {name!r}, which leaves the output folder {root}; outputs stay inside it")
+    return out
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` stays in ``root`` lexically (``..`` counted, symlinks not followed)."""
+    norm_path, norm_root = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return norm_path == norm_root or norm_path.startswith(norm_root.rstrip(os.sep) + os.sep)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -203,6 +234,10 @@ def plan_batch(items: list[InputItem], plan: Callable[[InputItem], Path]) -> tup
     return jobs, failures, dropped
 
 
+class OutputBusy(IrcError):
+    """Another process is writing this output (or just wrote it): skipped, not failed."""
+
+
 @dataclass
 class BatchReport:
     """What a batch did; ``exit_code`` follows the CLI convention (1 when anything failed)."""
@@ -212,6 +247,8 @@ class BatchReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: skipped outputs that were made with other options: ``(output, what differs)``
     stale: list[tuple[str, str]] = field(default_factory=list)
+    #: outputs skipped because another process was writing them
+    busy: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -246,10 +283,19 @@ def run_batch(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from rich.markup import escape
+
     report = BatchReport()
-    console = Console(stderr=True, emoji=False)
+    console = Console(stderr=True, emoji=False, soft_wrap=True)
+
+    def announce(path: str, message: str) -> None:
+        # printed as it happens: a batch killed later (out of memory, a signal) keeps its lines
+        text = message if message.startswith(path) else f"{path}: {message}"
+        console.print(f"[red]failed[/red] {escape(text)}", highlight=False)
+
     for path, message in known_failures:
         report.failures.append((path, message))
+        announce(path, message)
         _emit(jsonl, {"input": path, "status": "failed", "error": message})
     show = console.is_terminal if progress is None else progress
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -269,16 +315,32 @@ def run_batch(
                         report.stale.append((str(job.output), change))
                 else:
                     start = time.perf_counter()
-                    record.update(process(job))
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        record.update(process(job))
+                    notes = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+                    if notes:
+                        # one line per distinct warning, not Python's two-line file:line form
+                        record["warnings"] = notes
+                        for note in notes:
+                            console.print(f"[yellow]warning[/yellow] {escape(str(job.item.path))}: {escape(note)}", highlight=False)
                     record["seconds"] = round(time.perf_counter() - start, 4)
                     record["status"] = "done"
                     report.done += 1
             except KeyboardInterrupt:
                 raise
+            except OutputBusy as busy:
+                record["status"] = "skipped"
+                record["busy"] = str(busy)
+                report.skipped += 1
+                report.busy += 1
             except IrcError as err:
                 _fail(report, record, job.item, str(err))
+                announce(str(job.item.path), str(err))
             except Exception as err:  # a decoder or a method failing on one file must not end the batch
-                _fail(report, record, job.item, f"{job.item.path}: {type(err).__name__}: {err}".splitlines()[0])
+                line = f"{job.item.path}: {type(err).__name__}: {err}".splitlines()[0]
+                _fail(report, record, job.item, line)
+                announce(str(job.item.path), line)
             _emit(jsonl, record)
             bar.advance(task)
     return report
@@ -297,19 +359,17 @@ def _emit(stream: TextIO | None, record: dict[str, Any]) -> None:
 
 
 def print_summary(report: BatchReport, *, console=None, verb: str = "restored", quiet: bool = False) -> None:
-    """One summary line on stderr (not when ``quiet``), then every failure on its own line."""
+    """The summary on stderr (not when ``quiet``); each failure was printed when it happened."""
     from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console(stderr=True, soft_wrap=True, emoji=False)
-    for path, message in report.failures:
-        text = message if message.startswith(path) else f"{path}: {message}"
-        console.print(f"[red]failed[/red] {escape(text)}")
     if quiet:
         return
+    console = console or Console(stderr=True, soft_wrap=True, emoji=False)
     for output, change in report.stale[:5]:
         console.print(f"skipped {escape(output)}: it exists, made with other options ({escape(change)}); --overwrite redoes it, or add {{task}} / {{scale}} to --name-template")
     if len(report.stale) > 5:
         console.print(f"... and {len(report.stale) - 5} more skipped outputs made with other options")
+    if report.busy:
+        console.print(f"{report.busy} output(s) skipped: another irc process was writing them (run again afterwards to check)")
     console.print(f"{report.done} {verb}, {report.skipped} skipped (exist; --overwrite to redo), {len(report.failures)} failed")
-

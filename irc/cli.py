@@ -203,7 +203,7 @@ def restore(
     option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="A method option as key=value (repeatable); the same as its flag below."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision; auto = fp32 on CPU, the method's choice on GPU. fp16 is refused on CPU."),
-    tile: str = typer.Option("0", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory (halved on out-of-memory)."),
+    tile: str = typer.Option("auto", "--tile", help="Tile edge in pixels, 0 = whole image, auto = tiles sized from free memory (the whole image when it fits; halved on out-of-memory)."),
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
     seed: int = typer.Option(0, "--seed", help="Random seed, for stochastic methods."),
     offline: bool = typer.Option(False, "--offline", help="Never download; say what to place where instead (also HF_HUB_OFFLINE=1)."),

@@ -352,6 +352,57 @@ def _pillow_settings_for_reading():
             PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _check_png_complete(path: Path) -> None:
+    """A PNG whose compressed data ends early but cleanly decodes, in Pillow, to an image whose
+    missing rows are black, with no error: count the decompressed bytes against the header's."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, colour, interlace = header[8], header[9], header[12]
+    channels = _PNG_CHANNELS.get(colour)
+    if channels is None or not width or not height:
+        return
+    def row_bytes(w: int) -> int:
+        return 1 + (w * channels * depth + 7) // 8
+    if interlace:
+        passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+        expected = 0
+        for x0, y0, dx, dy in passes:
+            pw, ph = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+            if pw > 0 and ph > 0:
+                expected += ph * row_bytes(pw)
+    else:
+        expected = height * row_bytes(width)
+    inflater = zlib.decompressobj()
+    got = 0
+    for chunk in idat:
+        got += len(inflater.decompress(chunk, max(1, expected + 1 - got)))
+        if got >= expected:
+            return
+    got += len(inflater.flush())
+    if got < expected:
+        rows = got * height // max(1, expected)
+        raise ImageReadError(path, f"truncated PNG: the data holds about {rows} of {height} rows")
+
+
 def _check_size(path: Path, width: int, height: int, limit: int | None, from_default: bool) -> None:
     count = width * height
     if limit is not None and count > limit:
@@ -368,6 +419,8 @@ def _decode(path: Path, limit: int | None, from_default: bool) -> _Decoded:
         # The header has been parsed but no pixel decoded yet: the cheap moment to refuse.
         _check_size(path, im.width, im.height, limit, from_default)
         fmt = "JPEG" if im.format == "MPO" else im.format
+        if fmt == "PNG":
+            _check_png_complete(path)
         icc = im.info.get("icc_profile") or None
         plan = _deep_colour_plan(im)
         if plan is not None:
@@ -645,6 +698,18 @@ def _os_reason(err: OSError) -> str:
 TEXT_KEY = "irc"
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` from the file's header, without decoding pixels (a one-line
+    :class:`ImageReadError` when it is not an image)."""
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        with _pillow_settings_for_reading(), PILImage.open(path) as im:
+            return int(im.width), int(im.height)
+    except Exception as err:  # noqa: BLE001 - any unreadable header is one line
+        raise ImageReadError(path, _describe_decode_error(err)) from err
+
+
 def read_description(path: str | os.PathLike[str]) -> str | None:
     """The record :func:`write_image` stored in a file's metadata (``None`` when there is none)."""
     with PILImage.open(path) as im:
@@ -743,11 +808,18 @@ def _format_for_suffix(path: Path) -> str:
 
 
 def _quantise(values: np.ndarray, depth: int) -> np.ndarray:
+    """``round(clip(x) * maxval)`` as integers, a block of rows at a time: the float temporaries
+    stay small however large the image (peak memory per pixel, see the README)."""
     maxval = 65535 if depth == 16 else 255
     dtype = np.uint16 if depth == 16 else np.uint8
-    scaled = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
-    scaled = np.clip(scaled, 0.0, 1.0) * np.float32(maxval)
-    return np.rint(scaled).astype(dtype)
+    out = np.empty(values.shape, dtype=dtype)
+    rows = max(1, (1 << 22) // max(1, values[..., 0, :].size))
+    for start in range(0, values.shape[-2], rows):
+        block = np.nan_to_num(values[..., start : start + rows, :], nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= np.float32(maxval)
+        out[..., start : start + rows, :] = np.rint(block)
+    return out
 
 
 def _icc_fits(icc: bytes, channels: int, fmt: str) -> bool:

@@ -519,8 +519,10 @@ def tiled(
         del outs
 
     assert canvas is not None and weight_sum is not None and out_dtype is not None
-    result = canvas[:, :, :out_h, :out_w] / weight_sum[:, :, :out_h, :out_w]
-    return result.to(out_dtype)
+    canvas = canvas[:, :, :out_h, :out_w]
+    canvas.div_(weight_sum[:, :, :out_h, :out_w])  # in place: no third full-size copy
+    del weight_sum
+    return canvas.to(out_dtype)
 
 
 def _pad_aux(t: Tensor, where: str, in_sizes: tuple[int, int, int, int], out_sizes: tuple[int, int, int, int], batch: int) -> tuple[Tensor, str]:

@@ -192,7 +192,14 @@ class Method:
     def config_from_weights(cls, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         """The config dict stored in weights metadata (hook for methods that migrate old files)."""
         config = metadata.get("config") or {}
-        return json.loads(config) if isinstance(config, str) else config
+        if isinstance(config, str):
+            try:
+                config = json.loads(config)
+            except json.JSONDecodeError as err:
+                raise WeightsError(f"the weights' config metadata is not JSON ({err.msg})") from None
+        if not isinstance(config, Mapping):
+            raise WeightsError(f"the weights' config metadata is a {type(config).__name__}, not an object of config keys")
+        return config
 
     @classmethod
     def from_weights(
@@ -214,7 +221,10 @@ class Method:
         stored = metadata.get("method")
         if stored is not None and stored != cls.name:
             raise WeightsError(f"{resolved.path}: weights are for method {stored!r}, not {cls.name!r}")
-        method = cls.from_config(cls.config_from_weights(metadata), device=device, dtype=dtype, **cls._loading_kwargs())
+        try:
+            method = cls.from_config(cls.config_from_weights(metadata), device=device, dtype=dtype, **cls._loading_kwargs())
+        except (WeightsError, UsageError) as err:
+            raise WeightsError(f"{resolved.path}: {err}") from None
         try:
             method.load_state_dict(cls.migrate_state(dict(state), metadata))
         except WeightsError as err:
@@ -298,8 +308,9 @@ class Method:
                         problems.append(f"{key}: not a tensor")
                     elif tuple(value.shape) != tuple(target.shape):
                         problems.append(f"{key}: shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-                    elif value.is_floating_point() != target.is_floating_point():
-                        problems.append(f"{key}: dtype {value.dtype}, expected {target.dtype}")
+                    elif value.is_floating_point() != target.is_floating_point() or (value.is_floating_point() and value.dtype not in (torch.float32, target.dtype)):
+                        # irc files are float32: anything else is a wrong or tampered file, not a cast to make silently
+                        problems.append(f"{key}: dtype {str(value.dtype).replace('torch.', '')}, expected float32")
                     else:
                         target.copy_(value.to(target.dtype))
             used.update(given)

@@ -137,8 +137,10 @@ class LoRunConfig:
             raise UsageError(f"lorun config ratio must be in (0, 1], got {self.ratio}")
         if self.scale not in (1, 2, 3, 4):
             raise UsageError(f"lorun config scale must be 2, 3 or 4, got {self.scale}")
-        if self.channels < 4 or self.gamma <= 0:
-            raise UsageError("lorun config: channels must be >= 4 and gamma > 0")
+        if not 4 <= self.channels <= 512 or not 0 < self.gamma <= 100:
+            raise UsageError("lorun config: channels must be in 4..512 and gamma in (0, 100]")
+        if self.stages > 64 or not 0 <= self.mid_blocks <= 64 or not 2 <= self.block <= 128 or not 1 <= self.bands <= 512:
+            raise UsageError("lorun config: stages <= 64, mid_blocks 0..64, block 2..128 and bands 1..512 expected")
 
     @property
     def unfolded(self) -> int:

@@ -104,8 +104,8 @@ class HYPIRConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 1:
-            raise UsageError(f"hypir config lora_rank must be >= 1, got {self.lora_rank}")
+        if not 1 <= self.lora_rank <= 1024:
+            raise UsageError(f"hypir config lora_rank must be in 1..1024, got {self.lora_rank}")
 
 
 class HYPIR(Method):
