@@ -276,10 +276,11 @@ class DegradationSpec:
     """A parsed ``data.degradation`` string.
 
     Attributes:
-        kind: ``none``, ``noise``, ``jpeg``, ``bicubic``, ``mixture`` or ``realesrgan``.
+        kind: ``none``, ``noise``, ``jpeg``, ``bicubic``, ``mixture``, ``task`` or ``realesrgan``.
         low, high: the range of ``noise`` (sigma, 0-255) or ``jpeg`` (quality); equal for a
             fixed value. ``bicubic`` keeps its factor in ``low``.
-        name: the mixture's name (``mio7``, ``three`` or ``photo``).
+        name: the mixture's name (``mio7``, ``three`` or ``photo``) or the single task's
+            (``haze``, ``shadow``, ... see :data:`SINGLE_TASKS`).
     """
 
     kind: str
@@ -288,8 +289,11 @@ class DegradationSpec:
     name: str | None = None
 
 
-DEGRADATIONS = ("none", "noise:S|A-B", "jpeg:Q|A-B", "bicubic:S", "mixture:mio7|three|photo", "realesrgan")
 MIXTURES = ("mio7", "three", "photo")
+#: ``task:NAME``: one task on every sample, MiOIR's ranges (:mod:`irc.operators.mixtures`) or
+#: irc's shadow generator (:mod:`irc.operators.shadow`).
+SINGLE_TASKS = ("sr", "blur", "noise", "jpeg", "rain", "haze", "dark", "shadow")
+DEGRADATIONS = ("none", "noise:S|A-B", "jpeg:Q|A-B", "bicubic:S", "mixture:mio7|three|photo", f"task:{'|'.join(SINGLE_TASKS)}", "realesrgan")
 _RANGE_RE = re.compile(r"^\s*([0-9.]+)\s*(?:-\s*([0-9.]+)\s*)?$")
 
 
@@ -305,6 +309,10 @@ def parse_degradation(text: str) -> DegradationSpec:
     if kind == "mixture":
         if arg not in MIXTURES:
             raise UsageError(f"data.degradation {text!r}: unknown mixture; expected mixture:{' or mixture:'.join(MIXTURES)}")
+        return DegradationSpec(kind, name=arg)
+    if kind == "task":
+        if arg not in SINGLE_TASKS:
+            raise UsageError(f"data.degradation {text!r}: unknown task; expected task:{' or task:'.join(SINGLE_TASKS)}")
         return DegradationSpec(kind, name=arg)
     if kind in ("noise", "jpeg", "bicubic"):
         match = _RANGE_RE.match(arg)

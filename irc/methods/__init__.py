@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "identity": "irc.methods.classical:Identity",
     "bicubic": "irc.methods.classical:Bicubic",
+    "learnir": "irc.methods.learnir:LearnIR",
     "lorun": "irc.methods.lorun:LoRun",
     "tur": "irc.methods.tur:TUR",
     "hypir": "irc.methods.hypir:HYPIR",

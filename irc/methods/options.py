@@ -83,6 +83,13 @@ OPTIONS: dict[str, tuple[Knob, ...]] = {
         Knob("texture", float, 1.0, "LoRA strength, 0 (the plain SD2.1 UNet) to about 1.2 (more generated texture); irc's knob, not the paper's.", "SCALE"),
         Knob("latent", Literal["sample", "mode"], "sample", "Encode to a posterior sample (official, seeded) or its mode (deterministic)."),
     ),
+    "learnir": (
+        Knob("task", str, "", "LearnIR task: noise (real camera noise), haze or shadow; picks the default weights and must match given ones.", "TASK", short="-t"),
+        Knob("steps", int, 0, "Diffusion length T of the schedule (0: the weights' T, 12 = 5 sampling steps); more T, more steps.", "T"),
+        Knob("drm", Literal["on", "off"], "on", "Dynamic resolution: early steps at reduced size (on, faster) or every step at full size (off)."),
+        Knob("drm_schedule", str, "", "Scale exponent per sampling step, first to last, e.g. 2,1,1,0,0 (1/4, 1/2, 1/2, full, full size).", "S,S,..."),
+        Knob("dpsc", Literal["on", "off"], "on", "The learned posterior-consistency correction: on, or off for the uncorrected preview sampler."),
+    ),
 }
 """Knobs of the built-in methods, by method name (see :data:`irc.methods.REGISTRY`)."""
 

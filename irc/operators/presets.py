@@ -13,6 +13,8 @@ process, batch or resumed run.
 ``bicubic:s``      MATLAB-bicubic downscaling by s, rounded to 8 bits (stored LR files)
 ``mixture:NAME``   a task per sample, its label returned: ``mio7`` and ``three``
                    (:mod:`irc.operators.mixtures`), ``photo`` (:mod:`irc.operators.photo`)
+``task:NAME``      one task on every sample, labelled with it: a MiOIR task (``haze``, ``rain``,
+                   ``dark``, ...; 8-bit output) or ``shadow`` (:mod:`irc.operators.shadow`)
 ``realesrgan``     the second-order pipeline; the target is the sharpened ground truth
 =================  ==========================================================================
 """
@@ -54,6 +56,17 @@ def training_degradation(kind: str, low: float = 0.0, high: float = 0.0, name: s
             return mixture.apply(x, params), mixture.target(x, params), mixture.label(params)
 
         return mixed
+    if kind == "task":
+        from irc.operators.mixtures import TaskMixture, mio_seven_task_mixture
+        from irc.operators.shadow import Shadow
+
+        single = TaskMixture({"shadow": Shadow()}) if name == "shadow" else mio_seven_task_mixture()
+
+        def one_task(x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor, str]:
+            params = single.sample(rng, task=name)
+            return single.apply(x, params), x, str(name)
+
+        return one_task
     if kind == "realesrgan":
         from irc.operators.realesrgan import RealESRGANDegradation
 
