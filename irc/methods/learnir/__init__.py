@@ -31,6 +31,7 @@ residual diffusion it builds on. Every choice the sources leave open is ours and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class LearnIR(Method):
         self._loading = loading
         super().__init__(config, **kwargs)
         self._announced: set[tuple] = set()
+        self._full_resolution = False  # set by the "full-res" variant of irc bench
         if self.config.init_from and not loading:
             self._init_eps(self.config.init_from)
         if self.config.stage == "mu":
@@ -183,7 +185,7 @@ class LearnIR(Method):
     def scales(self, values: Mapping[str, Any], scheduler: ResidualScheduler) -> tuple[int, ...]:
         """The scale exponent of each sampling step, first to last."""
         n = scheduler.sampling_steps
-        if values["drm"] == "off":
+        if values["drm"] == "off" or self._full_resolution:
             return (0,) * n
         schedule = parse_drm_schedule(values["drm_schedule"]) if values["drm_schedule"] else self.config.drm_schedule
         if not schedule:
@@ -207,6 +209,18 @@ class LearnIR(Method):
             self._announced.add(key)
             print(f"learnir: T = {scheduler.config.num_train_timesteps}: {scheduler.sampling_steps} sampling steps, "
                   f"scales {','.join(map(str, self.scales(values, scheduler)))}", file=sys.stderr)  # fmt: skip
+
+    def bench_variants(self) -> dict[str, Any]:
+        """``irc bench`` measures the DRM schedule and every step at full size side by side."""
+        return {"drm": contextlib.nullcontext(), "full-res": self._full_resolution_variant()}
+
+    @contextlib.contextmanager
+    def _full_resolution_variant(self):
+        self._full_resolution = True
+        try:
+            yield
+        finally:
+            self._full_resolution = False
 
     def output_scale(self, knobs: Mapping[str, Any]) -> float:
         return 1.0

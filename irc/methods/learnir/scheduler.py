@@ -88,10 +88,12 @@ class ResidualScheduler(SchedulerMixin, ConfigMixin):
         return (x_t - beta / math.sqrt(1.0 - abar) * eps_res) / math.sqrt(a)
 
     def mean_gap(self, eps_pred: Tensor, eps_true: Tensor, t: Tensor | int) -> Tensor:
-        """Predicted minus true next-step mean, ``beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)) (eps_pred -
-        eps_true)``: the closed-form target of the DPSC correction (METHODS.md §1.3 item 5)."""
+        """Predicted minus true next-step mean, ``m(eps_pred) - m(eps_true) = beta_t / (sqrt(alpha_t)
+        sqrt(1 - abar_t)) (eps_true - eps_pred)``: the closed-form target of the DPSC correction
+        (METHODS.md §1.3 item 5, whose last line has the factor's sign flipped: the mean falls as
+        the predicted noise grows; tests/test_learnir.py checks this against the posterior)."""
         a, abar, beta = (self._at(v, t, eps_pred) for v in (self.alphas, self.alphas_cumprod, self.betas))
-        return beta / (a.sqrt() * (1 - abar).sqrt()) * (eps_pred - eps_true)
+        return beta / (a.sqrt() * (1 - abar).sqrt()) * (eps_true - eps_pred)
 
     def noise_scale(self, t: int) -> float:
         """``C = sqrt(beta~_t)``; 0 at the last step."""
