@@ -294,6 +294,9 @@ USER_SETS = {
     "lol": "lol",
     "gopro": "gopro",
     "istd": "istd",
+    "ohaze": "O-HAZE",
+    "revide": "REVIDE",
+    "faceshadow": "FaceShadow",
 }
 
 
@@ -371,6 +374,50 @@ def test_istd_standin_has_masks(tmp_path):
     s = bench[1]
     assert int(u8(s.gt)[0, 0, 0]) == 110 and int(u8(s.lq)[0, 0, 0]) == 60
     assert s.extra["mask"].shape == (1, 12, 16) and float(s.extra["mask"].min()) == 1.0
+
+
+def test_ohaze_standin_scores_scenes_41_to_45_and_trains_on_the_rest(tmp_path):
+    from irc.data.benchmarks import pair_set_files
+
+    for scene in (1, 2, 40, 41, 45):
+        save_png(tmp_path / "O-HAZE" / "hazy" / f"{scene:02d}_outdoor_hazy.png", flat(scene + 100))
+        save_png(tmp_path / "O-HAZE" / "GT" / f"{scene:02d}_outdoor_GT.png", flat(scene))
+    bench = open_benchmark("ohaze", root=tmp_path)
+    assert bench.names == ["41_outdoor_hazy", "45_outdoor_hazy"] and bench.protocol.task == "dehaze"
+    assert [int(u8(s.gt)[0, 0, 0]) for s in bench] == [41, 45]
+    degraded, clean, pairing = pair_set_files("ohaze-train", root=tmp_path)
+    assert [p.name for p in degraded] == ["01_outdoor_hazy.png", "02_outdoor_hazy.png", "40_outdoor_hazy.png"]
+    assert clean == tmp_path / "O-HAZE" / "GT" and pairing == {"_hazy": "_GT"}
+
+
+def test_revide_standin_names_frames_by_video(tmp_path):
+    for video, v in [("C005", 10), ("W002", 50)]:
+        for frame in ("00001", "00002"):
+            save_png(tmp_path / "REVIDE" / "Test" / "hazy" / video / f"{frame}.png", flat(v + 100))
+            save_png(tmp_path / "REVIDE" / "Test" / "gt" / video / f"{frame}.png", flat(v))
+    bench = open_benchmark("revide", root=tmp_path)
+    assert bench.names == ["C005_00001", "C005_00002", "W002_00001", "W002_00002"]
+    assert [int(u8(s.gt)[0, 0, 0]) for s in bench] == [10, 10, 50, 50]
+
+
+def test_faceshadow_standin(tmp_path):
+    save_png(tmp_path / "FaceShadow" / "shadow" / "0001.png", flat(40))
+    save_png(tmp_path / "FaceShadow" / "gt" / "0001.png", flat(90))
+    bench = open_benchmark("faceshadow", root=tmp_path)
+    assert bench.names == ["0001"] and bench.protocol.task == "shadow"
+    assert int(u8(bench[0].lq)[0, 0, 0]) == 40
+
+
+def test_synthetic_shadow_protocol_on_cbsd68(data_root):
+    bench = open_benchmark("cbsd68", task="shadow", limit=2)
+    assert bench.protocol.task == "shadow-synth" and bench.protocol.crop_border == 0
+    a, again = bench[0], open_benchmark("cbsd68", task="shadow", limit=2)[0]
+    torch.testing.assert_close(a.lq, again.lq, rtol=0, atol=0)  # fixed per image
+    darker = a.lq < a.gt - 2 / 255
+    assert 0.05 < darker.float().mean() < 0.6 and not (a.lq > a.gt + 1 / 255).any()
+    assert torch.equal(a.lq, torch.round(a.lq * 255) / 255)
+    other = open_benchmark("cbsd68", task="shadow", seed=1, limit=1)[0]
+    assert not torch.equal(other.lq, a.lq)
 
 
 def test_kaist_cassi_standin(tmp_path):

@@ -510,3 +510,37 @@ def test_same_result_on_gpu():
         a = deg.apply(IMG.double(), p)
         b = deg.apply(IMG.double().cuda(), p).cpu()
         assert torch.allclose(a, b, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- cast shadows
+
+
+def test_shadow_darkens_the_masked_share_and_keeps_blue():
+    from irc.operators.shadow import Shadow
+
+    shadow = Shadow()
+    x = torch.full((1, 3, 64, 80), 0.8, dtype=torch.float64)
+    params = {"darkness": 0.5, "tint": 0.3, "coverage": 0.3, "softness": 0.0, "grid": 3, "seed": 11}
+    y = shadow.apply(x, params)
+    m = shadow.mask(x, params)
+    assert set(torch.unique(m).tolist()) == {0.0, 1.0}  # hard edge at softness 0
+    assert abs(float(m.mean()) - 0.3) < 0.02
+    inside = m[0, 0] > 0.5
+    torch.testing.assert_close(y[0, :, ~inside], x[0, :, ~inside])  # light left alone
+    light = y[0, :, inside].mean(1) / 0.8
+    torch.testing.assert_close(light, torch.tensor([0.5 * 0.7, 0.5 * 0.85, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(shadow.apply(x, params), y, rtol=0, atol=0)  # replayed exactly
+    soft = shadow.mask(x, {**params, "softness": 0.03})
+    assert ((soft > 0.01) & (soft < 0.99)).any()  # a penumbra
+
+
+def test_shadow_samples_in_range_and_task_degradation_labels_it():
+    from irc.operators.presets import training_degradation
+
+    rng = np.random.default_rng(0)
+    degrade = training_degradation("task", name="shadow")
+    x = torch.rand(1, 3, 32, 32)
+    lq, target, label = degrade(x, rng)
+    assert label == "shadow" and target is x and (lq <= x + 1 / 255).all() and (lq < x - 0.01).any()
+    lq, _, label = training_degradation("task", name="haze")(x, rng)
+    assert label == "haze" and not torch.equal(lq, x)

@@ -302,3 +302,52 @@ def test_config_guards():
         tiny(timesteps=1)
     with pytest.raises(UsageError, match="drm_schedule"):
         tiny(drm_schedule=(7, 0))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    from irc.weights import save_weights
+
+    m = tiny()
+    wake(m.network.eps_net)
+    return save_weights(tmp_path / "learnir-tiny.safetensors", m.state_dict(), m.metadata())
+
+
+def test_cli_restore_prints_the_steps_and_refuses_a_bad_schedule(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from irc.cli import main
+
+    img = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)).save(img)
+    code = main(["restore", "--method", "learnir", "--weights", str(tiny_weights), "--steps", "100", "--drm", "off", str(img), "-o", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "T = 100: 37 sampling steps" in err
+    code = main(["restore", "--method", "learnir", "--weights", str(tiny_weights), "--drm-schedule", "2,1", str(img), "-o", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and "2 entries (2,1) but T = 12 gives 5 sampling steps" in err
+    code = main(["restore", "--method", "learnir", "--weights", str(tiny_weights), "--dpsc", "off", "--seed", "3", str(img), "-o", str(tmp_path / "c")])
+    assert code == 0
+    [out] = (tmp_path / "c").iterdir()
+    with Image.open(out) as im:
+        assert im.size == (48, 40)
+
+
+def test_cli_bench_reports_the_drm_speedup(tiny_weights, capsys):
+    import json
+
+    from irc.cli import main
+
+    code = main(["bench", "--method", "learnir", "--weights", str(tiny_weights), "--sizes", "64", "--repeats", "1", "--warmup", "0", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert {r["variant"] for r in report["results"]} == {"drm", "full-res"}
+    flops = {r["variant"]: r["flops_per_pixel"] for r in report["results"]}
+    # 1/16, 1/4, 1/4, 1, 1 of the pixels against five full steps
+    assert flops["full-res"] / flops["drm"] == pytest.approx(5 / (1 / 16 + 1 / 4 + 1 / 4 + 1 + 1), rel=0.15)
+    assert report["speedups"][0]["faster"] == "drm"

@@ -160,9 +160,10 @@ def test_degradations_parse(text, kind, low, high):
     spec = parse_degradation(text)
     assert (spec.kind, spec.low, spec.high) == (kind, low, high)
     assert parse_degradation("mixture:mio7").name == "mio7"
+    assert (parse_degradation("task:haze").kind, parse_degradation("task:shadow").name) == ("task", "shadow")
 
 
-@pytest.mark.parametrize("text", ["blur", "noise:50-15", "jpeg:0", "jpeg:5.5", "bicubic:2-4", "mixture:seven", "none:1", "noise:abc"])
+@pytest.mark.parametrize("text", ["blur", "noise:50-15", "jpeg:0", "jpeg:5.5", "bicubic:2-4", "mixture:seven", "none:1", "noise:abc", "task:fog", "task:"])
 def test_bad_degradations(text):
     with pytest.raises(UsageError, match="data.degradation"):
         parse_degradation(text)

@@ -33,6 +33,8 @@ cbsd68       photo-noise     rgb    0           gt + sigma/255 N(0,1), clipped a
 cbsd68       photo-jpeg      rgb    0           colour JPEG (4:2:0) at --quality (default 30)
 cbsd68       photo-blur      rgb    0           Gaussian blur, --blur sigma (default 1), 8-bit
 cbsd68       clean           rgb    0           ``lq = gt``: how much a method changes a clean photo
+cbsd68       shadow-synth    rgb    0           irc's cast shadows (:mod:`irc.operators.shadow`),
+                                                fixed params per image, 8-bit
 bsd68 +k     sr (USRNet)     rgb    s**2        as set5 + kernel, on the colour CBSD68 [2]
 classic5     jpeg (q10)      grey   0           Pillow/libjpeg round trip at quality q [6]
 polyu        real-denoise    rgb    0           real noisy photo (``*_real``) vs mean (``*_mean``),
@@ -45,6 +47,9 @@ sots         dehaze          rgb    0           real pair (RESIDE SOTS-outdoor) 
 lol          lowlight        rgb    0           real pair (LOL eval15) [10]
 gopro        deblur          rgb    0           real pair [10]
 istd         shadow          rgb    0           real pair, shadow mask in ``Sample.extra`` [11]
+ohaze        dehaze          rgb    0           real pair, the 5 test scenes 41-45 [12]
+revide       dehaze          rgb    0           real video frames, the test videos [13]
+faceshadow   shadow          rgb    0           real pair (a user's FaceShadow-style folder) [14]
 ===========  ==============  =====  ==========  ===================================================
 
 Choices worth knowing:
@@ -91,7 +96,10 @@ Dong et al., ARCNN, ICCV 2015. [7] Xu et al., "Real-world Noisy Image Denoising:
 Benchmark", arXiv 1804.02603. [8] Meng et al., TSA-Net, ECCV 2020; Cai et al., MST, CVPR 2022.
 [9] Yang et al., JORDER, CVPR 2017 (Rain100L); Li et al., RESIDE, TIP 2019 (SOTS).
 [10] Wei et al., RetinexNet, BMVC 2018 (LOL); Nah et al., CVPR 2017 (GoPro). [11] Wang et al.,
-ST-CGAN, CVPR 2018 (ISTD).
+ST-CGAN, CVPR 2018 (ISTD). [12] Ancuti et al., O-HAZE, CVPRW 2018 (test split 41-45: the
+NTIRE 2018 dehazing challenge's). [13] Zhang et al., "Learning to Restore Hazy Video", CVPR
+2021 (REVIDE). [14] Bao et al., LearnIR, ICLR 2026 (FaceShadow, 1,000 test images; not yet
+released: irc reads a ``shadow/`` + ``gt/`` folder of equal names).
 """
 
 from __future__ import annotations
@@ -149,7 +157,7 @@ __all__ = [
 
 TASKS: tuple[str, ...] = (
     "sr", "denoise", "cs", "jpeg", "real-denoise", "cassi", "derain", "dehaze", "lowlight", "deblur", "shadow",
-    "photo-noise", "photo-jpeg", "photo-blur", "clean",
+    "photo-noise", "photo-jpeg", "photo-blur", "clean", "shadow-synth",
 )
 """Protocol tasks besides ``"mixture:<task>"``."""
 
@@ -236,6 +244,11 @@ class Protocol:
             return f"lq = gt blurred by an isotropic Gaussian, sigma {self.blur_sigma:g} px (size 2 ceil(3 sigma) + 1, reflect), rounded to 8 bits"
         if t == "clean":
             return "lq = gt: a clean photo; scores how much a method changes what needs no restoration"
+        if t == "shadow-synth":
+            return (
+                "lq = irc.operators.shadow.Shadow() cast on the RGB gt with params drawn from "
+                "SeedSequence([seed, index]), clipped and rounded to 8 bits"
+            )
         if t == "cassi":
             return "lq = gt cube (28 bands in [0, 1]; the CASSI method applies its own mask and dispersion)"
         if t.startswith("mixture:"):
@@ -406,10 +419,15 @@ def _polyu_train(folder: Path) -> tuple[list[Path], Path, dict[str, str]]:
     return [lq for _, lq, _ in _polyu_pairs(folder, "train")], folder, {"_real": "_mean"}
 
 
+def _ohaze_train(folder: Path) -> tuple[list[Path], Path, dict[str, str]]:
+    return [it.lq for it in _ohaze_split(folder, test=False)], folder / "GT", {"_hazy": "_GT"}
+
+
 PAIR_SETS: dict[str, PairSetInfo] = {
     "polyu-train": PairSetInfo(
         "polyu-train", "PolyU_cropped", "the 80 PolyU training pairs (all scenes but POLYU_TEST_SCENES)", _polyu_train
     ),
+    "ohaze-train": PairSetInfo("ohaze-train", "O-HAZE", "O-HAZE scenes 01-40 (41-45 are irc eval's)", _ohaze_train),
 }
 
 
@@ -462,6 +480,47 @@ def _find_istd(folder: Path) -> list[_Item]:
         if mask is None:
             raise IrcError(f"{it.lq}: no shadow mask for it in {base / 'test_B'}")
         items.append(_Item(it.name, it.gt, it.lq, (("mask", mask),)))
+    return items
+
+
+def _ohaze_key(stem: str) -> str:
+    # O-HAZE names the two halves of a pair NN_outdoor_hazy and NN_outdoor_GT
+    return re.sub(r"_(hazy|gt)$", "", stem, flags=re.IGNORECASE)
+
+
+#: O-HAZE scenes scored by ``irc eval --dataset ohaze`` (the NTIRE 2018 challenge's test split);
+#: the pair set ``ohaze-train`` holds scenes 01-40.
+OHAZE_TEST_SCENES = range(41, 46)
+
+
+def _ohaze_scene(stem: str) -> int:
+    match = re.match(r"\d+", stem)
+    return int(match.group()) if match else 0
+
+
+def _ohaze_split(folder: Path, test: bool) -> list[_Item]:
+    items = [it for it in _paired("hazy", "GT", _ohaze_key)(folder) if (_ohaze_scene(it.name) in OHAZE_TEST_SCENES) == test]
+    if not items:
+        raise _Missing(folder / "hazy" / ("41_outdoor_hazy.jpg" if test else "01_outdoor_hazy.jpg"))
+    return items
+
+
+def _find_ohaze(folder: Path) -> list[_Item]:
+    return _ohaze_split(folder, test=True)
+
+
+def _find_revide(folder: Path) -> list[_Item]:
+    test = folder / "Test" / "hazy"
+    if not test.is_dir():
+        raise _Missing(test)
+    videos = sorted(p for p in test.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not videos:
+        raise _Missing(test / "<video>")
+    items = []
+    for video in videos:
+        # frame names repeat across videos, so the video is part of the name
+        pairs = _paired(f"hazy/{video.name}", f"gt/{video.name}")(folder / "Test")
+        items.extend(_Item(f"{video.name}_{it.name}", it.gt, it.lq) for it in pairs)
     return items
 
 
@@ -551,7 +610,7 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
             _p("cbsd68", "denoise", "rgb", 0, noise_sigma=25.0, round_to_uint8=False), 3, True,
             "CBSD68: colour BSD68 for colour denoising, USRNet SR, the MiOIR task mixture and the photo protocols "
             "(8-bit noise, colour JPEG, Gaussian blur, clean)",
-            ("denoise", "sr", *[f"mixture:{t}" for t in MIXTURE_TASKS], "photo-noise", "photo-jpeg", "photo-blur", "clean"),
+            ("denoise", "sr", *[f"mixture:{t}" for t in MIXTURE_TASKS], "photo-noise", "photo-jpeg", "photo-blur", "clean", "shadow-synth"),
         ),
         BenchmarkInfo(
             "classic5", "classic5", "*.png (5 grey images)",
@@ -612,6 +671,25 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
             "istd", "istd", "test/test_A (shadow), test/test_B (mask), test/test_C (shadow-free), equal names",
             _p("istd", "shadow", "rgb", 0), 3, False,
             "ISTD test split (Wang et al. 2018), 540 triplets", ("shadow",), find=_find_istd,
+        ),
+        BenchmarkInfo(
+            "ohaze", "O-HAZE", "hazy/NN_outdoor_hazy.jpg + GT/NN_outdoor_GT.jpg (NN = 01-45; 41-45 are scored)",
+            _p("ohaze", "dehaze", "rgb", 0), 3, False,
+            "O-HAZE (Ancuti et al. 2018): 45 real outdoor hazy/clear pairs; the test split is scenes 41-45", ("dehaze",),
+            find=_find_ohaze,
+        ),
+        BenchmarkInfo(
+            "revide", "REVIDE", "Test/hazy/<video>/*.JPG + Test/gt/<video>/*.JPG (equal names)",
+            _p("revide", "dehaze", "rgb", 0), 3, False,
+            "REVIDE (Zhang et al. 2021): real hazy indoor video frames with clear references, the test videos", ("dehaze",),
+            find=_find_revide,
+        ),
+        BenchmarkInfo(
+            "faceshadow", "FaceShadow", "shadow/*.png + gt/*.png (equal names)",
+            _p("faceshadow", "shadow", "rgb", 0), 3, False,
+            "FaceShadow (LearnIR, Bao et al. 2026): face photos with soft and hard shadows and shadow-free references "
+            "(not yet released; a folder of this layout)", ("shadow",),
+            find=_paired("shadow", "gt"),
         ),
     ]
 }
@@ -862,6 +940,13 @@ def _make_sample(bench: Benchmark, index: int) -> Sample:
     elif t == "clean":
         gt = to_tensor(rgb(read_u8(item.gt)))
         lq = gt.clone()
+    elif t == "shadow-synth":
+        from irc.operators.shadow import Shadow
+
+        gt = to_tensor(rgb(read_u8(item.gt)))
+        shadow = Shadow()
+        params = shadow.sample(np.random.default_rng(np.random.SeedSequence([int(p.seed), int(index)])))
+        lq = torch.round(shadow.apply(gt[None].double(), params)[0].clamp(0, 1) * 255).float() / 255
     elif t == "cassi":
         from irc.operators.cassi import load_cube
 
@@ -903,6 +988,8 @@ def _resolve(
         task = task.strip().lower()
         if name == "cbsd68" and task in MIXTURE_TASKS and not (task == "sr" and kernel is not None):
             task = f"mixture:{task}"  # plain MiOIR task names on cbsd68 mean the mixture protocol
+        elif name == "cbsd68" and task == "shadow":
+            task = "shadow-synth"
     elif kernel is not None:
         task = "sr"
     task = task or base.task
@@ -932,7 +1019,7 @@ def _resolve(
     refuse("--kernel", kernel)
     if task != "photo-blur":
         refuse("--blur", blur)
-    if task in ("photo-noise", "photo-jpeg", "photo-blur", "clean"):
+    if task in ("photo-noise", "photo-jpeg", "photo-blur", "clean", "shadow-synth"):
         # the photo protocols of a colour set: RGB, border 0, 8-bit inputs
         if task == "photo-noise":
             refuse("--quality", quality)
