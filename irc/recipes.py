@@ -478,6 +478,33 @@ def _resolve_train_paths(entries: tuple[str, ...], base: Path | None) -> tuple[s
     return tuple(resolved)
 
 
+def _is_local_weights_path(value: str) -> bool:
+    """Whether a weights argument in a recipe names a local file (not a manifest name, URL or ``hf:`` id)."""
+    from irc.weights import find_entry, load_manifest
+
+    if not value or value.startswith("hf:") or "://" in value or find_entry(value, load_manifest()) is not None:
+        return False
+    return "/" in value or "\\" in value or Path(value).suffix.lower() in (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+
+def _resolve_recipe_paths(raw: Mapping[str, Any], base_dir: Path | None) -> Mapping[str, Any]:
+    """Weights paths written in a recipe (``config.init_from``, ``export.path``) resolved against
+    the recipe's folder, so that a recipe trains the same from any working directory and a
+    missing file is reported as a missing file rather than looked up on the hub. ``--set``
+    values are applied afterwards and stay relative to the working directory, like every other
+    command-line path."""
+    if base_dir is None:
+        return raw
+    out = dict(raw)
+    for table, key in (("config", "init_from"), ("export", "path")):
+        section = out.get(table)
+        if isinstance(section, Mapping) and isinstance(section.get(key), str):
+            value = section[key]
+            if _is_local_weights_path(value) and not Path(value).expanduser().is_absolute():
+                out[table] = {**section, key: str((base_dir / Path(value).expanduser()).resolve())}
+    return out
+
+
 def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str] | None = None, *, base_dir: Path | None = None) -> Recipe:
     """Build and check a :class:`Recipe` from a parsed TOML dict and ``--set`` overrides.
 
@@ -492,7 +519,7 @@ def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str
     """
     from irc.methods import get_method
 
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(_resolve_recipe_paths(raw, base_dir), overrides)
     check_keys(raw, field_names(Recipe), "key at the top level of the recipe")
     if "method" not in raw:
         raise UsageError("the recipe names no method (method = \"...\")")
@@ -540,10 +567,10 @@ def _check_ranges(recipe: Recipe) -> None:
     positive(d.workers, "data.workers", zero=True)
     positive(d.pair_repeat, "data.pair_repeat")
     spec = parse_degradation(d.degradation)
-    if d.pairs and spec.kind not in ("none", "noise", "jpeg", "mixture"):
+    if d.pairs and spec.kind not in ("none", "noise", "jpeg", "mixture", "task"):
         raise UsageError(
             f"recipe data.pairs need a degradation that keeps the image size and the target "
-            f"(none, noise, jpeg or mixture), not {d.degradation!r}"
+            f"(none, noise, jpeg, mixture or task), not {d.degradation!r}"
         )
     from irc.data.benchmarks import PAIRING_RULES
 

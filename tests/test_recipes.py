@@ -196,6 +196,29 @@ def test_relative_train_paths_resolve_beside_the_recipe(tmp_path, monkeypatch):
     assert recipe.data.train == (str((tmp_path / "recipes" / "imgs").resolve()), "t91", "elsewhere")
 
 
+def test_weights_paths_in_a_recipe_resolve_beside_it_from_any_folder(tmp_path, monkeypatch):
+    """A recipe trains the same from any working directory; a missing file is never a hub id."""
+    from irc.errors import WeightsError
+    from irc.methods.lorun import LoRun
+
+    monkeypatch.chdir(tmp_path)
+    mu = load_recipe(REPO / "recipes" / "learnir-polyu-mu.toml")
+    assert mu.config["init_from"] == str((REPO / "runs" / "learnir-polyu" / "eps.safetensors").resolve())
+    eps = load_recipe(REPO / "recipes" / "learnir-polyu.toml")
+    assert eps.export.path == mu.config["init_from"]
+    assert load_recipe(REPO / "recipes" / "lorun-cs-r25.toml").config["init_from"] == "lorun-cs-base"  # a manifest name
+    # --set values stay relative to the working directory, like every command-line path
+    assert load_recipe(REPO / "recipes" / "learnir-polyu-mu.toml", ["config.init_from=mine.safetensors"]).config["init_from"] == "mine.safetensors"
+    (tmp_path / "r").mkdir()
+    path = tmp_path / "r" / "phase2.toml"
+    path.write_text('method = "lorun"\n[config]\nphase = 2\ninit_from = "weights/lorun/missing.safetensors"\n[data]\ntrain = ["t91"]\n')
+    recipe = load_recipe(path)
+    assert recipe.config["init_from"] == str(tmp_path / "r" / "weights" / "lorun" / "missing.safetensors")
+    with pytest.raises(WeightsError, match="weights file not found") as err:
+        LoRun.from_config(recipe.config)
+    assert "hub" not in str(err.value)
+
+
 def test_extra_methods_environment_entries():
     from irc.methods import _parse_extra_methods
 
