@@ -39,10 +39,11 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_recipe_parses():
     recipe = load_recipe(EXAMPLE)
     assert isinstance(recipe, Recipe)
-    assert recipe.method == "tiny" and recipe.config["width"] == 8 and recipe.config["nan_steps"] == []
-    assert recipe.data.train == ("train400",) and recipe.data.grey and recipe.data.degradation == "noise:15-50"
+    assert recipe.method == "tur" and recipe.config["width"] == 8 and recipe.config["backbone"] == "convunet"
+    assert recipe.data.train == ("bsd200",) and not recipe.data.grey and recipe.data.degradation == "noise:15-50"
     assert recipe.optimizer("main").schedule == "cosine" and recipe.optimizer("main").lr == 2e-4
-    assert recipe.validation.dataset == "set12" and recipe.validation.options == {"noise": 25}
+    assert recipe.validation.dataset == "cbsd68" and recipe.validation.options == {"noise": 25}
+    assert recipe.export.path == str((REPO / "runs" / "example-tiny" / "export.safetensors").resolve())
     assert recipe.clip_grad == 1.0 and recipe.ema.decay == 0.999 and recipe.export.name == "example-tiny"
 
 

@@ -465,11 +465,12 @@ def test_example_recipe_trains_validates_and_logs(data_root, tmp_path):
         "steps=2", "batch=2", "data.crop=24", "data.workers=0", f"data.root={data_root}", f"validation.options.root={data_root}",
         "validation.every=2", "validation.limit=1", "checkpoint.every=2", "log_every=1",
     ]  # fmt: skip
-    recipe = load_recipe(REPO / "recipes" / "example-tiny.toml", overrides)
+    recipe = load_recipe(REPO / "recipes" / "example-tiny.toml", overrides + [f"export.path={tmp_path / 'w.safetensors'}"])
     result = train(recipe, tmp_path, quiet=True)
+    assert (tmp_path / "w.safetensors").is_file()
     assert result.status == "finished"
     val = [r["validation"] for r in records(tmp_path) if "validation" in r]
-    assert len(val) == 1 and val[0]["dataset"] == "set12" and val[0]["images"] == 1 and val[0]["ema"]
+    assert len(val) == 1 and val[0]["dataset"] == "cbsd68" and val[0]["images"] == 1 and val[0]["ema"]
     assert 5 < val[0]["psnr"] < 60 and 0 < val[0]["ssim"] <= 1
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "resolved_recipe.toml").read_text().count("[validation.options]") == 1
@@ -598,3 +599,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(images, tmp_
     again = train(load_recipe(recipe, {"steps": "6"}), clean, resume="auto", quiet=True)
     assert_same(result.method.trainable_state(), again.method.trainable_state())
     assert good.name == "step-00000002"
+
+
+def test_manifest_snippet_paths_and_taken_names(tmp_path, monkeypatch):
+    from irc.train.loop import _manifest_snippet
+    from irc.weights import weights_dir
+
+    inside = _manifest_snippet("tur-nafnet-mio7", "tur", weights_dir() / "tur" / "new.safetensors", "ab")
+    assert inside.startswith("# the manifest already has 'tur-nafnet-mio7'")
+    assert 'file = "tur/new.safetensors"' in inside and 'license = "Apache-2.0"' in inside
+    outside = _manifest_snippet("my-model", "tur", tmp_path / "m.safetensors", "ab")
+    assert outside.startswith("[[weights]]") and f'file = "{(tmp_path / "m.safetensors").resolve()}"' in outside

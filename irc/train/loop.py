@@ -869,9 +869,18 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
 
 
 def _manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:
-    return "\n".join([
-        "[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{path.name}"', f'sha256 = "{sha256}"', 'license = ""',
-    ])  # fmt: skip
+    """A ``[[weights]]`` entry for weights/manifest.toml: ``file`` relative to the manifest when
+    the export lies under it, and a comment when ``name`` is already taken."""
+    from irc.weights import find_entry, weights_dir
+
+    shipped = weights_dir().resolve()
+    target = path.resolve()
+    file = target.relative_to(shipped).as_posix() if target.is_relative_to(shipped) else str(target)
+    lines = ["[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{file}"', f'sha256 = "{sha256}"',
+             'license = "Apache-2.0"   # the licence you release these weights under']  # fmt: skip
+    if find_entry(name) is not None:
+        lines.insert(0, f"# the manifest already has {name!r}: replace that entry, or choose another name (--set export.name=...)")
+    return "\n".join(lines)
 
 
 def run_train_command(
