@@ -143,8 +143,9 @@ def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fiel
 
     Args:
         output_dir: where outputs go (``None``: next to each input).
-        template: a ``str.format`` template with ``{stem}``, ``{name}``, ``{ext}``, ``{method}`` and
-            any key of ``fields``; it may contain ``/`` to create sub-directories.
+        template: a ``str.format`` template with ``{stem}``, ``{name}``, ``{parent}`` (the input's
+            folder name), ``{ext}``, ``{method}`` and any key of ``fields``; it may contain ``/``
+            to create sub-directories.
         fields: extra template fields (method, scale, task...).
         ext: output suffix without dot (``None``: the input's).
 
@@ -158,7 +159,7 @@ def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fiel
         if ext:
             raise UsageError(f"--ext {ext!r}: cannot write that format; choose one of {', '.join(s.lstrip('.') for s in SUPPORTED_SUFFIXES)}")
         suffix = "png"  # readable but not writable (gif, pgm, ...): write PNG, which keeps everything
-    values = {"stem": item.path.stem, "name": item.path.name, "ext": suffix, **fields}
+    values = {"stem": item.path.stem, "name": item.path.name, "parent": item.path.resolve().parent.name, "ext": suffix, **fields}
     try:
         name = template.format(**values)
     except (KeyError, IndexError, ValueError, AttributeError) as err:
@@ -195,6 +196,15 @@ class Job:
     output: Path
 
 
+def _clash_hint(path: Path, other: Path) -> str:
+    """What resolves two inputs planned onto one output (a hint that is true for these two)."""
+    if path.resolve().parent.name != other.resolve().parent.name:
+        return "add {parent} (the input's folder name) to --name-template, e.g. --name-template '{parent}/{stem}_{method}.{ext}'"
+    if path.suffix.lower() != other.suffix.lower():
+        return "add {name} (the file name with its suffix) to --name-template, e.g. --name-template '{name}_{method}.{ext}'"
+    return "their folders have the same name: restore them in separate runs with different --output folders"
+
+
 def plan_batch(items: list[InputItem], plan: Callable[[InputItem], Path]) -> tuple[list[Job], list[tuple[str, str]], int]:
     """Plan every output before any work, so that a batch never destroys anything.
 
@@ -227,7 +237,7 @@ def plan_batch(items: list[InputItem], plan: Callable[[InputItem], Path]) -> tup
             victim = "the input itself" if _same_file(out, item.path) or key == item.path.resolve() else "another input of this batch"
             failures.append((str(item.path), f"{item.path}: output {out} would overwrite {victim}; choose another --output or --name-template"))
         elif key in claimed:
-            failures.append((str(item.path), f"{item.path}: output {out} is already produced by {claimed[key]} in this batch; use --name-template with {{name}} or --recursive"))
+            failures.append((str(item.path), f"{item.path}: output {out} is already produced by {claimed[key]} in this batch; {_clash_hint(item.path, claimed[key])}"))
         else:
             claimed[key] = item.path
             jobs.append(Job(item, out))

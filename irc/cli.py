@@ -195,7 +195,7 @@ def restore(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights: manifest name, file path, hub id or URL. Default: the method's shipped weights for the task."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: an SD2.1-layout folder or hub id, e.g. a local copy or a mirror)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory (default: next to each input).", file_okay=False),
-    name_template: str = typer.Option("{stem}_{method}.{ext}", "--name-template", help="Output file name; fields {stem} {name} {ext} {method} {scale} {task}."),
+    name_template: str = typer.Option("{stem}_{method}.{ext}", "--name-template", help="Output file name; fields {stem} {name} {parent} (the input's folder name) {ext} {method} {scale} {task}; a / makes sub-folders."),
     ext: Optional[str] = typer.Option(None, "--ext", help="Output format by suffix (png, jpg, tif, webp, bmp). Default: the input's."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into directories; outputs mirror the tree."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (default: skip them)."),

@@ -144,7 +144,7 @@ def test_plan_batch_protects_inputs_and_outputs(tmp_path):
     out = tmp_path / "out"
     jobs, failures, _ = plan_batch([InputItem(a_png), InputItem(a_jpg)], lambda i: plan_output(i, output_dir=out, template="{stem}.png", fields={}, ext=None))
     assert [j.output for j in jobs] == [out / "a.png"]
-    assert "already produced by" in failures[0][1]
+    assert "already produced by" in failures[0][1] and "{name}" in failures[0][1]
 
     # a previous run's output found in the directory is not an input again; named explicitly, it is
     jobs, failures, dropped = plan_batch([InputItem(b_png), InputItem(tmp_path / "b_m.png")], lambda i: plan_output(i, output_dir=None, template="{stem}_m.{ext}", fields={}, ext=None))
@@ -212,3 +212,22 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path, data_roo
     assert skipped == finished
     assert sum(r["status"] == "done" for r in records) == len(names) - len(finished)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{Path(n).stem}_bicubic.png" for n in names)
+
+
+def test_same_names_in_two_folders_get_a_hint_that_works(tmp_path, capsys):
+    """c1/x.png and c2/x.png into one folder: the hint names {parent}, and following it works."""
+    from irc.cli import main
+
+    for folder, value in (("c1", 10), ("c2", 200)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(tmp_path / folder / "x.png")
+    inputs = [str(tmp_path / "c1" / "x.png"), str(tmp_path / "c2" / "x.png")]
+    out = tmp_path / "out"
+    code = main(["restore", "--method", "identity", *inputs, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "--name-template '{parent}/{stem}_{method}.{ext}'" in err
+    code = main(["restore", "--method", "identity", *inputs, "-o", str(out), "--name-template", "{parent}/{stem}_{method}.{ext}"])
+    assert code == 0, capsys.readouterr().err
+    for folder, value in (("c1", 10), ("c2", 200)):
+        with Image.open(out / folder / "x_identity.png") as im:
+            assert np.asarray(im)[0, 0, 0] == value
