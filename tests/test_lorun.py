@@ -103,6 +103,17 @@ def test_sr_shapes(scale):
     assert out.shape == (1, 3, 16 * scale, 14 * scale)
 
 
+def test_sr_without_a_kernel_says_it_assumes_kernel_0(capsys):
+    m = tiny(task="sr", scale=2)
+    y = torch.rand(1, 3, 16, 16)
+    default = m.restore(y)
+    err = capsys.readouterr().err
+    assert "no --kernel given: assuming USRNet kernel 0" in err
+    torch.testing.assert_close(default, m.restore(y, kernel=0))
+    m.restore(y)
+    assert "no --kernel" not in capsys.readouterr().err  # said once
+
+
 # ----------------------------------------------------------------------------- data step
 
 

@@ -55,6 +55,7 @@ Tasks and operators:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,6 +381,7 @@ class LoRun(Method):
         super().__init__(config, **kwargs)
         cfg = self.config
         self._kernels: dict[int | str, Tensor] = {}  # SR blur kernels by knob value (see _kernel_tensor)
+        self._kernel_noted = False  # the "no --kernel given" note is said once per run
         self.tile_spec = self.task_profile(cfg.task)["stages"]["unfold"]
         if cfg.init_from and not loading:
             self.initialise_from(cfg.init_from)
@@ -502,6 +504,12 @@ class LoRun(Method):
             )
         if values["scale"] and cfg.task == "sr" and abs(values["scale"] - cfg.scale) > 1e-9:
             raise UsageError(f"these lorun weights are for x{cfg.scale} SR; got scale {values['scale']:g}")
+        if values["kernel"] == "":
+            values["kernel"] = 0
+            if cfg.task == "sr" and not self._kernel_noted:
+                self._kernel_noted = True
+                print("lorun sr: no --kernel given: assuming USRNet kernel 0 (isotropic Gaussian) blurred the input; "
+                      "--kernel 0-11, gaussian:SIGMA or a file says which", file=sys.stderr)  # fmt: skip
         if isinstance(values["kernel"], int) and not 0 <= values["kernel"] < 12:
             raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
         if cfg.task == "sr":
@@ -520,7 +528,7 @@ class LoRun(Method):
             return self._forward_cs(x, stages)
         if task == "cassi":
             return self._forward_cassi(x, stages)
-        return self._forward_sr(x, self._sr_op(self._kernel_tensor(knobs.get("kernel", 0))), stages)
+        return self._forward_sr(x, self._sr_op(self._kernel_tensor(knobs.get("kernel") or 0)), stages)
 
     def _forward_cs(self, x: Tensor, stages: int | None) -> Tensor:
         from irc.operators.cs import crop, pad_to_block

@@ -66,7 +66,7 @@ OPTIONS: dict[str, tuple[Knob, ...]] = {
         Knob("task", str, "", "LoRun task: cs, cassi or sr; picks the default weights and must match given ones.", "TASK", short="-t"),
         Knob("ratio", float, 0.0, "CS sampling ratio, e.g. 0.1, 0.25, 0.5; must match the weights (0: the weights' ratio).", "RATIO"),
         Knob("scale", float, 0.0, "SR factor; must match the weights (0: the weights' factor).", "FACTOR", short="-s"),
-        Knob("kernel", int | str, 0, "SR blur of the input: a USRNet kernel index 0-11, gaussian:SIGMA, or a kernel file (.npy, .mat, image).", "KERNEL"),
+        Knob("kernel", int | str, "", "SR blur of the input: a USRNet kernel index 0-11, gaussian:SIGMA, or a kernel file (.npy, .mat, image); not given: kernel 0, an isotropic Gaussian (said on stderr).", "KERNEL"),
         Knob("mask", str, "", "CASSI coded mask (.mat) of a --measurement taken with another mask than the weights'.", "FILE"),
         Knob("stages", int, 0, "Unfolded stages to run (0: all).", "N"),
     ),
