@@ -24,7 +24,7 @@ _irc() {
         esac
     done
     case "$path|$prev" in
-        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
+        "bench|--method"|"bench|-m") COMPREPLY=($(compgen -W "identity bicubic learnir lorun tur hypir" -- "$cur")); return ;;
         "bench|--weights"|"bench|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "bench|--base-model") COMPREPLY=(); return ;;
         "bench|--sizes") COMPREPLY=(); return ;;
@@ -54,10 +54,14 @@ _irc() {
         "bench|--coeff-t") COMPREPLY=(); return ;;
         "bench|--texture") COMPREPLY=(); return ;;
         "bench|--latent") COMPREPLY=(); return ;;
+        "bench|--steps") COMPREPLY=(); return ;;
+        "bench|--drm") COMPREPLY=(); return ;;
+        "bench|--drm-schedule") COMPREPLY=(); return ;;
+        "bench|--dpsc") COMPREPLY=(); return ;;
         "datasets fetch|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "datasets list|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--dataset"|"eval|-d") COMPREPLY=(); return ;;
-        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
+        "eval|--method"|"eval|-m") COMPREPLY=($(compgen -W "identity bicubic learnir lorun tur hypir" -- "$cur")); return ;;
         "eval|--weights"|"eval|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--base-model") COMPREPLY=(); return ;;
         "eval|--scale"|"eval|-s") COMPREPLY=(); return ;;
@@ -90,7 +94,11 @@ _irc() {
         "eval|--coeff-t") COMPREPLY=(); return ;;
         "eval|--texture") COMPREPLY=(); return ;;
         "eval|--latent") COMPREPLY=(); return ;;
-        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic lorun tur hypir" -- "$cur")); return ;;
+        "eval|--steps") COMPREPLY=(); return ;;
+        "eval|--drm") COMPREPLY=(); return ;;
+        "eval|--drm-schedule") COMPREPLY=(); return ;;
+        "eval|--dpsc") COMPREPLY=(); return ;;
+        "restore|--method"|"restore|-m") COMPREPLY=($(compgen -W "identity bicubic learnir lorun tur hypir" -- "$cur")); return ;;
         "restore|--weights"|"restore|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "restore|--base-model") COMPREPLY=(); return ;;
         "restore|--output"|"restore|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -120,6 +128,10 @@ _irc() {
         "restore|--coeff-t") COMPREPLY=(); return ;;
         "restore|--texture") COMPREPLY=(); return ;;
         "restore|--latent") COMPREPLY=(); return ;;
+        "restore|--steps") COMPREPLY=(); return ;;
+        "restore|--drm") COMPREPLY=(); return ;;
+        "restore|--drm-schedule") COMPREPLY=(); return ;;
+        "restore|--dpsc") COMPREPLY=(); return ;;
         "train|--set") COMPREPLY=(); return ;;
         "train|--run-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train|--resume") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -131,13 +143,13 @@ _irc() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "bench datasets eval methods restore train weights --version" -- "$cur")) ;;
-        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
+        "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")) ;;
         "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
         "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
         "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --blur --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --blur --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch list verify" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--base-model --offline" -- "$cur")) ;;

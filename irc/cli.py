@@ -31,9 +31,9 @@ app = typer.Typer(
     help=(
         "Image restoration from the command line: HYPIR, LoRun, LearnIR and TUR behind one CLI.\n\n"
         "Examples:\n\n"
-        "  irc restore photo.jpg -o out/                       restore with the default method\n\n"
+        "  irc restore photo.jpg -o out/           restore with the default method\n\n"
         "  irc restore --method bicubic --scale 4 in.png -o out/\n\n"
-        "  irc methods                                         what is available\n\n"
+        "  irc methods                             what is available\n\n"
         "Results go to stdout (--json/--jsonl), logs and progress to stderr. Exit codes: 0 ok, "
         "1 some inputs failed, 2 usage error."
     ),
@@ -156,6 +156,41 @@ def _attach_knob_options(command, skip: tuple[str, ...] = ()) -> None:
     command.callback = callback
 
 
+def _reflow(text: str) -> str:
+    """Join the wrapped lines of a docstring's paragraphs (rich keeps every newline and would
+    wrap twice); indented lines (examples) stay as they are."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") or "\n " in p else " ".join(p.split("\n")) for p in paragraphs)
+
+
+def _readable_metavars(group) -> None:
+    """Flags show no value type (typer prints ``<bool>``); repeatable options show what one
+    value looks like instead of ``<list[str]>``; inputs read ``[INPUTS]... <path>...``."""
+    for command in getattr(group, "commands", {}).values():
+        _readable_metavars(command)
+    if group.help:
+        group.help = _reflow(group.help)
+    made = group.get_help_option
+
+    def help_option(ctx, made=made):
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    group.get_help_option = help_option
+    for param in getattr(group, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None and getattr(param, "multiple", False):
+            param.metavar = "KEY=VALUE" if any(o in ("--option", "-O", "--set") for o in param.opts) else "<str>"
+        elif param.param_type_name == "argument" and param.nargs == -1:
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: "<path>..."  # typer would say <list[str]>
+
+
 @functools.lru_cache(maxsize=1)
 def command():
     """The click command tree of ``irc``: typer's, plus the method flags."""
@@ -163,6 +198,7 @@ def command():
     _attach_knob_options(root.commands["restore"])
     _attach_knob_options(root.commands["bench"])
     _attach_knob_options(root.commands["eval"], skip=_EVAL_PROTOCOL_NAMES)
+    _readable_metavars(root)
     return root
 
 
@@ -376,25 +412,41 @@ def methods_cmd(
     rows = []
     for name in REGISTRY:
         try:
-            info = get_method(name).describe()
+            cls = get_method(name)
+            info = cls.describe()
+            info["default_weights"] = {task: cls.default_weights(task) for task in cls.tasks} if cls.needs_weights else {}
         except IrcError as err:
-            info = {"name": name, "summary": f"unavailable: {err}", "tasks": [], "knobs": []}
+            info = {"name": name, "summary": f"unavailable: {err}", "tasks": [], "knobs": [], "default_weights": {}}
         info["weights"] = [e.name + (" (default)" if e.default else "") for e in manifest if e.method == name]
         rows.append(info)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="irc methods", show_lines=True)
-    for column in ("method", "tasks", "options (default)", "weights", "about"):
-        table.add_column(column)
+    from irc.tables import print_table
+
     for info in rows:
-        knobs = "\n".join(f"{k['name']} ({k['default']})" for k in info["knobs"]) or "-"
-        weights_text = "\n".join(info["weights"]) or ("not needed" if not info.get("needs_weights", True) else "none yet")
-        table.add_row(info["name"], ", ".join(info["tasks"]), knobs, weights_text, info["summary"])
-    Console().print(table)
+        defaults = info["default_weights"]
+        typer.echo(f"{info['name']}: {info['summary']}")
+        typer.echo("  tasks:   " + ", ".join(f"{t} (default weights: {defaults[t] or 'none yet'})" if defaults else t for t in info["tasks"]))
+        typer.echo("  weights: " + (", ".join(info["weights"]) or ("not needed" if not info.get("needs_weights", True) else "none shipped yet")))
+        if not info["knobs"]:
+            typer.echo("  options: none\n")
+            continue
+        typer.echo("  options:")
+        table = Table(box=None, show_header=False, pad_edge=False)
+        table.add_column("indent", width=2)
+        table.add_column("flag", no_wrap=True)
+        table.add_column("help")
+        for k in info["knobs"]:
+            value = "|".join(k["choices"]) if "choices" in k else k.get("metavar") or ""
+            # 0 and "" mean "not set" (the help says what happens then); other defaults are shown
+            shown = "" if k["default"] in ("", 0) else f" [default: {k['default']}]"
+            table.add_row("", escape(f"{k['flag']} {value}".strip()), escape(k["help"] + shown))
+        print_table(table)
+        typer.echo("")
 
 
 # ----------------------------------------------------------------------------- weights
@@ -409,15 +461,16 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     if as_json:
         typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from irc.tables import print_table
 
     table = Table(title=f"weights ({weights_dir()})")
     for column in ("name", "method", "task", "source", "licence", "sha256"):
         table.add_column(column)
     for e in entries:
         table.add_row(e.name + (" *" if e.default else ""), e.method, ", ".join(e.all_tasks) or "-", e.file or e.source_url() or "-", e.license, (e.sha256 or "first download")[:12])
-    Console().print(table)
+    print_table(table)
     if not entries:
         _err_console().print("no weights in the manifest yet")
 
@@ -489,8 +542,9 @@ def datasets_list(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from irc.tables import print_table
 
     table = Table(title="irc datasets")
     for column in ("name", "kind", "present"):
@@ -498,7 +552,7 @@ def datasets_list(
     table.add_column("expected at", overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["kind"], "yes" if r["present"] else "no", r["path"])
-    Console().print(table)
+    print_table(table)
 
 
 @datasets_app.command("fetch")

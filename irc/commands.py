@@ -16,6 +16,7 @@ from rich.table import Table
 
 from irc.errors import UsageError
 from irc.restore import load_method
+from irc.tables import figure, print_table
 
 
 def _probe_writable_dir(path: Path) -> None:
@@ -100,7 +101,7 @@ def run_eval(
             sam = [f"{s['sam']:.2f}"] if spectral else []
             psnr = "identical" if s["psnr"] == float("inf") else f"{s['psnr']:.2f}"  # zero error: no PSNR to print
             table.add_row(s["label"], psnr, f"{s['ssim']:.4f}", *sam, f"{s['seconds_per_image']:.3f}")
-        Console(emoji=False).print(table)
+        print_table(table)
     if not quiet:
         err.print(f"results: {', '.join(str(p) for p in written)}")
     return 0
@@ -173,9 +174,9 @@ def run_bench_command(
     for r in report["results"]:
         lat = r["latency_s"]
         table.add_row(
-            str(r["size"]), str(r["tile"]), f"{lat['median']:.4f}", f"{lat['min']:.4f}", f"{lat['max']:.4f}", f"{r['megapixels_per_s']:.2f}",
+            str(r["size"]), str(r["tile"]), f"{lat['median']:.4f}", f"{lat['min']:.4f}", f"{lat['max']:.4f}", figure(r['megapixels_per_s']),
             "-" if r["peak_device_mib"] is None else f"{r['peak_device_mib']:.0f}", "-" if r["peak_host_mib"] is None else f"{r['peak_host_mib']:.0f}",
-            "-" if r["flops_per_pixel"] is None else f"{r['flops_per_pixel']:.0f}", "-" if r["achieved_gflop_per_s"] is None else f"{r['achieved_gflop_per_s']:.2f}",
+            "-" if r["flops_per_pixel"] is None else f"{r['flops_per_pixel']:.0f}", "-" if r["achieved_gflop_per_s"] is None else figure(r["achieved_gflop_per_s"]),
         )
-    Console(emoji=False).print(table)
+    print_table(table)
     return 0

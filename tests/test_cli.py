@@ -156,3 +156,35 @@ def test_datasets_list_and_fetch_without_address(capsys, tmp_path):
     assert rows["sots"]["present"] is False and rows["sots"]["path"] == str(tmp_path / "sots")
     code, _, err = run(capsys, "datasets", "fetch", "sots", "--data-root", str(tmp_path))
     assert code == 1 and str(tmp_path / "sots") in err
+
+
+def test_piped_tables_are_plain_and_uncut(tmp_path):
+    """Through a pipe, tables have no box drawing and every digit (rich would cut at 80 columns)."""
+    out = subprocess.run([sys.executable, "-m", "irc", "bench", "--method", "bicubic", "--sizes", "16", "--repeats", "1", "--warmup", "0", "--device", "cpu"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "…" not in out and "━" not in out and "│" not in out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("size"))
+    assert header.split() == ["size", "tile", "median", "s", "min", "s", "max", "s", "MP/s", "peak", "dev", "MiB", "peak", "host", "MiB", "FLOP/px", "GFLOP/s"]
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["16"])
+    assert float(row.split()[5]) > 0  # MP/s keeps significant digits, never a bare 0.00
+    assert all(line == line.rstrip() for line in out.splitlines())
+
+
+def test_small_figures_keep_significant_digits():
+    from irc.tables import figure
+
+    assert [figure(v) for v in (0.00123, 0.5, 12.345, 0.0)] == ["0.00123", "0.50", "12.35", "0.00"]
+
+
+def test_methods_lists_help_real_defaults_and_default_weights():
+    out = subprocess.run([sys.executable, "-m", "irc", "methods"], capture_output=True, text=True, check=True).stdout
+    assert "task ()" not in out and "ratio (0.0)" not in out
+    assert "--ratio RATIO    CS sampling ratio" in out
+    assert "--drm on|off" in out and "[default: on]" in out
+    assert "cs (default weights: lorun-cs-r25)" in out
+
+
+def test_help_shows_no_python_types_for_flags_and_lists(capsys):
+    for argv in (["restore", "--help"], ["eval", "--help"], ["train", "--help"], ["--help"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "<bool>" not in out and "list[str]" not in out, argv

@@ -510,7 +510,8 @@ class Method:
             "tasks": list(cls.tasks),
             "default_task": cls.default_task,
             "knobs": [
-                {"name": k.name, "flag": k.flag, "default": k.default, "help": k.help, **({"choices": list(knob_choices(k))} if knob_choices(k) else {})}
+                {"name": k.name, "flag": k.flag, "default": k.default, "help": k.help, "metavar": k.metavar or "",
+                 **({"choices": list(knob_choices(k))} if knob_choices(k) else {})}
                 for k in cls.knobs
             ],
             "config": [f.name for f in dataclasses.fields(cls.Config)],
