@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
 
-from irc.errors import UsageError
+from irc.errors import UsageError, did_you_mean
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ def check_keys(given: Mapping[str, Any], valid: list[str], what: str) -> None:
     unknown = [k for k in given if k not in valid]
     if unknown:
         listed = ", ".join(valid) if valid else "(none)"
-        raise UsageError(f"unknown {what} {', '.join(map(repr, unknown))}; valid: {listed}")
+        raise UsageError(f"unknown {what} {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], valid)}; valid: {listed}")
 
 
 def _type_name(tp: Any) -> str:

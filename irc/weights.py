@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from irc import __version__
 from irc.atomic import atomic_path
 from irc.download import cache_dir, download, is_offline, sha256_file
-from irc.errors import WeightsError, WeightsNotFoundError
+from irc.errors import WeightsError, WeightsNotFoundError, did_you_mean
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -618,7 +618,7 @@ def resolve_weights(
                 return _resolve_local(path, manifest, method=method, verify=verify)
             known = ", ".join(e.name for e in manifest[:20]) or "none: the manifest is empty"
             raise WeightsNotFoundError(
-                f"unknown weights {text!r}: not a manifest name (known: {known}), a file, a URL or a hub id"
+                f"unknown weights {text!r}{did_you_mean(text, [e.name for e in manifest])}: not a manifest name (known: {known}), a file, a URL or a hub id"
             )
 
     _check_method(entry, Path(entry.filename), method)

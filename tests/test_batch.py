@@ -18,7 +18,7 @@ from PIL import Image
 
 from irc.batch import InputItem, expand_inputs, plan_batch, plan_output
 from irc.cli import main
-from irc.errors import IrcError, UsageError
+from irc.errors import UsageError
 
 
 def make_png(path: Path, size=(24, 16), seed=0) -> Path:

@@ -72,6 +72,12 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     code, _, err = run(capsys, "restore", "--method", "nope", str(img))
     assert code == 2 and "unknown method 'nope'" in err
+    code, _, err = run(capsys, "restore", "--method", "lorn", str(img))
+    assert code == 2 and "(did you mean 'lorun'?)" in err
+    code, _, err = run(capsys, "restore", "--method", "lorun", "-O", "ration=0.1", str(img))
+    assert code == 2 and "(did you mean 'ratio'?)" in err
+    code, _, err = run(capsys, "restore", "--weights", "lorun-cs-r52", str(img))
+    assert code == 2 and "(did you mean 'lorun-cs-r50'?)" in err
     code, _, err = run(capsys, "restore", "--method", "bicubic", "--ratio", "0.25", str(img))
     assert code == 2 and "--ratio is an option of lorun, not of bicubic" in err
     code, _, err = run(capsys, "restore", "--method", "bicubic", "-O", "ratio=0.25", str(img))

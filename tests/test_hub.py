@@ -17,7 +17,7 @@ from huggingface_hub import constants  # noqa: E402
 
 from fake_hub import FakeHub  # noqa: E402
 from irc.errors import WeightsError  # noqa: E402
-from irc.hub import hub_file, hub_snapshot, recorded_hashes  # noqa: E402
+from irc.hub import hub_file, recorded_hashes  # noqa: E402
 
 SHA = "5ede9e4bf3e3fd1cb0ef2f7a3fff13ee514fdf06"
 LORA_SHA = "1111111111111111111111111111111111111111"

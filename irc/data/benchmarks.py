@@ -132,7 +132,7 @@ from irc.data._common import (
     rgb,
     to_tensor,
 )
-from irc.errors import IrcError, UsageError
+from irc.errors import IrcError, UsageError, did_you_mean
 
 __all__ = [
     "BENCHMARKS",
@@ -1102,7 +1102,7 @@ def open_benchmark(
     key = _normalise(name)
     info = BENCHMARKS.get(key)
     if info is None:
-        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(benchmark_names())}")
+        raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, benchmark_names())}; expected one of {', '.join(benchmark_names())}")
     protocol, files_from = _resolve(info, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, blur=blur)
     folder = files_from.path(root)
     try:
@@ -1148,7 +1148,7 @@ def fetch_dataset(
     info: BenchmarkInfo | TrainingSetInfo | None = BENCHMARKS.get(key) or TRAINING_SETS.get(key)
     if info is None:
         names = sorted({*BENCHMARKS, *TRAINING_SETS})
-        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(names)}")
+        raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, names)}; expected one of {', '.join(names)}")
     dest = info.path(root)
     if dest.is_dir() and any(dest.iterdir()):
         return dest

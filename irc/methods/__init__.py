@@ -19,7 +19,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from irc.errors import UsageError
+from irc.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from irc.methods.base import Method
@@ -70,7 +70,7 @@ def get_method(name: str) -> type["Method"]:
         raise UsageError(_EXTRA_ERROR)
     target = REGISTRY.get(name)
     if target is None:
-        raise UsageError(f"unknown method {name!r}; available: {', '.join(REGISTRY)}")
+        raise UsageError(f"unknown method {name!r}{did_you_mean(name, REGISTRY)}; available: {', '.join(REGISTRY)}")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -81,7 +81,8 @@ def get_method(name: str) -> type["Method"]:
             ) from err
         if err.name and not err.name.startswith("irc"):
             raise UsageError(
-                f"method {name!r} needs the package {err.name!r}: pip install 'irc[diffusion]' (or pip install {err.name})"
+                f"method {name!r} needs the package {err.name!r}, a dependency of irc that is missing from "
+                f"this environment: reinstall irc (pip install -e .) or pip install {err.name}"
             ) from err
         raise
     return getattr(module, class_name)
