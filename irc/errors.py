@@ -46,5 +46,5 @@ def did_you_mean(word: str, choices) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a mistyped ``word``, else ``""``."""
     import difflib
 
-    close = difflib.get_close_matches(str(word).lower(), [str(c) for c in choices], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word).lower(), [str(c) for c in choices], n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -31,7 +31,7 @@ def test_strings_are_typed():
 
 
 def test_unknown_key_names_valid_ones():
-    with pytest.raises(UsageError, match="unknown config key of Demo 'stage'; valid: stages, gamma, task"):
+    with pytest.raises(UsageError, match=r"unknown config key of Demo 'stage' \(did you mean 'stages'\?\); valid: stages, gamma, task"):
         build_config(Demo, {"stage": 3})
 
 
