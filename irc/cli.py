@@ -538,7 +538,7 @@ def datasets_list(
             path = info.path(data_root)
             present = path.is_dir() and any(path.iterdir())
             rows.append({"name": name, "kind": kind, "path": str(path), "present": present, "in_pack": info.in_pack,
-                         "downloadable": bool(info.url), "description": info.description})
+                         "downloadable": bool(info.url), "description": info.description, "layout": info.layout})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -550,8 +550,9 @@ def datasets_list(
     for column in ("name", "kind", "present"):
         table.add_column(column, no_wrap=True)
     table.add_column("expected at", overflow="fold")
+    table.add_column("layout (inside that folder)", overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], "yes" if r["present"] else "no", r["path"])
+        table.add_row(r["name"], r["kind"], "yes" if r["present"] else "no", r["path"], r["layout"])
     print_table(table)
 
 

@@ -14,6 +14,16 @@ if [ $# -lt 3 ]; then
 fi
 dataset=$1 scale=$2
 shift 2
+# The repository's environment when there is one (bash scripts/test.sh or demo.sh make it), so the
+# script works without an activated venv; else whatever `irc` and `python` are on PATH.
+venv="${IRC_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}"
+if [ -x "$venv/bin/irc" ]; then
+  PATH="$venv/bin:$PATH"
+fi
+if ! command -v irc >/dev/null; then
+  echo "eval-usrnet-kernels.sh: no 'irc' command: run 'bash scripts/test.sh' once or pip install -e ." >&2
+  exit 2
+fi
 out=${IRC_EVAL_OUT:-eval-results}/usrnet/$dataset-x$scale
 for k in $(seq 0 11); do
   echo "kernel $k" >&2

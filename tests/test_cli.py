@@ -160,6 +160,10 @@ def test_datasets_list_and_fetch_without_address(capsys, tmp_path):
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and {"set5", "bsd68", "sots", "train400"} <= set(rows)
     assert rows["sots"]["present"] is False and rows["sots"]["path"] == str(tmp_path / "sots")
+    assert "hazy/" in rows["sots"]["layout"] and rows["set5"]["layout"].startswith("HR/")
+    code, out, _ = run(capsys, "datasets", "list", "--data-root", str(tmp_path))
+    line = next(row for row in out.splitlines() if row.startswith("sots "))
+    assert rows["sots"]["layout"] in line  # the table shows where each set's files go, too
     code, _, err = run(capsys, "datasets", "fetch", "sots", "--data-root", str(tmp_path))
     assert code == 1 and str(tmp_path / "sots") in err
 
