@@ -178,6 +178,27 @@ def test_shipped_weights_leave_out_the_head_and_round_trip(tmp_path, real_rgb):
         loaded.load_state_dict(missing)
 
 
+def test_convunet_runs_channels_last_with_the_same_result(tmp_path, real_rgb):
+    """The photo backbone runs channels-last (CPU speed); the file and the output do not change."""
+    method = TUR.from_config({"backbone": "convunet", "width": 8, "enc_blocks": (1, 1), "middle_blocks": 1, "dec_blocks": (1, 1), "condition": ("auto", "noise")})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in method.network.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    conv = next(m for m in method.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(real_rgb)[None, :, :48, :40]
+    y = method.restore(x, task="noise")
+    assert y.is_contiguous()
+    plain = TURNetwork(build_backbone(method.config), with_head=False)
+    plain.load_state_dict({k: v.contiguous() for k, v in method.network.state_dict().items() if not k.startswith("head.")})
+    with torch.no_grad():
+        expected = plain(x, torch.tensor([1]))
+    torch.testing.assert_close(y, expected.clamp(0, 1), atol=1e-5, rtol=1e-5)  # restore clamps to [0, 1]
+    path = save_weights(tmp_path / "cl.safetensors", method.state_dict(), method.metadata())  # saving copies contiguously
+    torch.testing.assert_close(TUR.from_weights(path).restore(x, task="noise"), y, atol=0, rtol=0)
+
+
 def test_promptir_round_trip_and_shapes(tmp_path):
     method = _trained_like(TINY_PROMPTIR)
     x = torch.rand(1, 3, 30, 44)  # padded to multiples of 8 by the tiler
