@@ -36,7 +36,7 @@ from irc.data.benchmarks import (
     open_benchmark,
     training_files,
 )
-from irc.data.folders import ImageFolder, PairedFolder, TaskMixtureDataset
+from irc.data.folders import ImageFolder, PairedFolder
 from irc.errors import IrcError, UsageError
 
 
@@ -581,29 +581,6 @@ def test_paired_folder_suffix_map_and_errors(tmp_path):
     save_png(tmp_path / "lq2" / "y.png", flat(1, size=(5, 5)))
     with pytest.raises(IrcError, match="does not match"):
         PairedFolder(tmp_path / "lq2", tmp_path / "gt")[0]
-
-
-def test_task_mixture_dataset(image_dir):
-    from irc.operators.mixtures import mio_seven_task_mixture
-
-    base = ImageFolder(image_dir, crop=24, seed=1, repeat=3)
-    ds = TaskMixtureDataset(base, mio_seven_task_mixture(), seed=5)
-    again = TaskMixtureDataset(ImageFolder(image_dir, crop=24, seed=1, repeat=3), mio_seven_task_mixture(), seed=5)
-    tasks = set()
-    for i in range(len(ds)):
-        item = ds[i]
-        assert item["gt"].shape == item["lq"].shape == (3, 24, 24)
-        assert torch.equal(item["gt"], base[i])
-        assert item["task"] in ("sr", "blur", "noise", "jpeg", "rain", "haze", "dark")
-        other = again[i]
-        assert other["task"] == item["task"] and torch.equal(other["lq"], item["lq"])
-        tasks.add(item["task"])
-    assert len(tasks) > 1
-    before = [ds[i]["task"] for i in range(len(ds))]
-    ds.set_epoch(1)
-    assert base.epoch == 1
-    after = [ds[i] for i in range(len(ds))]
-    assert before != [a["task"] for a in after] or any(not torch.equal(a["gt"], again[i]["gt"]) for i, a in enumerate(after))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -3,8 +3,9 @@
 Submodules (imported explicitly, so that ``import irc.data`` stays cheap and torch-free):
 
 * :mod:`irc.data.folders`: ``ImageFolder`` (random crops of clean images), ``PairedFolder``
-  (aligned crops of degraded / clean pairs, optionally at an integer scale) and
-  ``TaskMixtureDataset`` (synthetic all-in-one training pairs from a degradation mixture).
+  (aligned crops of degraded / clean pairs, optionally at an integer scale), ``CubeFolder``
+  (hyperspectral crops); synthetic degradations are applied by the training loop
+  (:mod:`irc.train.data`).
 * :mod:`irc.data.benchmarks`: ``open_benchmark(name, ...)`` returns the samples of a named test
   set together with the exact :class:`~irc.data.benchmarks.Protocol` papers use to score it
   (colour space, crop border, 8-bit rounding, how the degraded input is made, seeds);

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -38,7 +37,7 @@ from irc.data._common import (
 )
 from irc.errors import IrcError, UsageError
 
-__all__ = ["CubeFolder", "ImageFolder", "PairByKey", "PairedFolder", "Pairing", "TaskMixtureDataset", "pair_files"]
+__all__ = ["CubeFolder", "ImageFolder", "PairByKey", "PairedFolder", "Pairing", "pair_files"]
 
 PathLike = str | os.PathLike
 
@@ -60,11 +59,6 @@ Pairing = str | Mapping[str, str] | Callable[[str], str | Sequence[str]] | PairB
 * :class:`PairByKey`: both stems go through its ``key`` and equal keys pair (the first clean
   file of a key wins).
 """
-
-# A stream tag mixed into the TaskMixtureDataset key so that its degradation draws never
-# coincide with the base dataset's crop draws when both use the same seed.
-_MIXTURE_STREAM = 0x6D6978  # "mix"
-
 
 def _collect(roots: PathLike | Sequence[PathLike], suffixes: Sequence[str] | None = None, what: str = "images") -> list[Path]:
     """Files under one or more folders (recursively) or given directly, in a stable order.
@@ -394,50 +388,3 @@ class PairedFolder(Dataset):
             k = int(rng.integers(8))
             lq, gt = dihedral(lq, k), dihedral(gt, k)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self.pairs[pair_index][0]}
-
-
-class TaskMixtureDataset(Dataset):
-    """Synthetic all-in-one training pairs: clean crops degraded by a random task of a mixture.
-
-    Args:
-        base: An ``ImageFolder``-like dataset whose items are clean ``(C, H, W)`` tensors (or
-            dicts with a ``"gt"`` entry); ``set_epoch`` is forwarded to it when it has one.
-        mixture: A task mixture with ``sample(rng) -> dict`` (a dict holding at least the
-            ``"task"`` name) and a deterministic ``apply(x, sample) -> Tensor`` on
-            ``(1, C, H, W)`` batches, e.g. ``irc.operators.mixtures.mio_seven_task_mixture()``
-            (a :class:`~irc.operators.mixtures.TaskMixture`).
-        seed: Seed of the degradation draws (with the epoch and the index; a separate stream
-            from the base dataset's crops even when the seeds are equal).
-
-    Items are dicts ``{"lq": (C, H', W'), "gt": (C, H, W), "task": str}``; the sizes are equal
-    for every MiOIR task (its SR task resizes back up).
-    """
-
-    def __init__(self, base: Dataset, mixture: Any, seed: int = 0):
-        if not (hasattr(mixture, "sample") and hasattr(mixture, "apply")):
-            raise UsageError(f"mixture must have sample(rng) and apply(x, params), got {type(mixture).__name__}")
-        self.base = base
-        self.mixture = mixture
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch for the degradation draws and the base dataset's crops."""
-        self.epoch = _check_epoch(epoch)
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(self.epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator behind the degradation of item ``index`` in the current epoch."""
-        return keyed_rng(self.seed, self.epoch, index, _MIXTURE_STREAM)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.base[index]
-        gt = item["gt"] if isinstance(item, Mapping) else item
-        params = self.mixture.sample(self.rng(index))
-        with torch.no_grad():
-            lq = self.mixture.apply(gt[None], params)[0]
-        return {"lq": lq.to(torch.float32), "gt": gt, "task": str(params["task"])}
