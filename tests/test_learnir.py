@@ -351,3 +351,10 @@ def test_cli_bench_reports_the_drm_speedup(tiny_weights, capsys):
     # 1/16, 1/4, 1/4, 1, 1 of the pixels against five full steps
     assert flops["full-res"] / flops["drm"] == pytest.approx(5 / (1 / 16 + 1 / 4 + 1 / 4 + 1 + 1), rel=0.15)
     assert report["speedups"][0]["faster"] == "drm"
+    # the table names each row's variant and prints the ratio
+    code = main(["bench", "--method", "learnir", "--weights", str(tiny_weights), "--sizes", "64", "--repeats", "1", "--warmup", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert any(line.split()[:2] == ["drm", "64"] for line in out.splitlines())
+    assert any(line.split()[:2] == ["full-res", "64"] for line in out.splitlines())
+    assert "size 64, tile 0: drm is " in out and "x as fast as full-res" in out
