@@ -285,10 +285,12 @@ def test_registry_and_default_weights():
     assert get_method("tur") is TUR
     from irc.weights import default_entry
 
-    expected = {task: "tur-nafnet-mio7" for task in TASKS}
+    # the photo model for what photos carry; the 7-task MiOIR model where the user names rain, haze or low light
+    expected = {**{t: "tur-photo" for t in ("auto", "noise", "jpeg", "blur", "sr")}, **{t: "tur-nafnet-mio7" for t in ("rain", "haze", "dark")}}
+    assert set(expected) == set(TUR.tasks)
     for task, name in expected.items():
         assert TUR.default_weights(task) == name, task
-    assert default_entry("tur", None) is not None
+    assert default_entry("tur", TUR.default_task).name == "tur-photo"
 
 
 @pytest.mark.parametrize("name", ["tur-nafnet-mio7", "tur-nafnet-mio7-l1", "tur-promptir-three"])
@@ -314,22 +316,41 @@ def test_baseline_recipe_differs_only_in_the_loss():
     assert tur == l1
 
 
-def test_cli_restore_defaults_to_tur_and_task_only_picks_weights(tmp_path, capsys):
-    """`irc restore photo` (no --method) runs the shipped TUR model; --task noise gives the same image."""
+def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_path, capsys):
+    """`irc restore photo` runs the shipped photo model; --task noise conditions it (another
+    image); --task rain runs the 7-task model; the photo model refuses a task it was not told."""
+    import json
     from pathlib import Path
 
     import numpy as np
     from PIL import Image
 
     from irc.cli import DEFAULT_METHOD, main
-    from irc.weights import default_entry
+    from irc.weights import load_manifest
 
-    assert default_entry("tur", None) is not None, "the default method ships default weights"
     assert DEFAULT_METHOD == "tur"
     src = Path(__file__).resolve().parents[1] / "examples" / "chelsea.png"
-    assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "a")]) == 0
-    assert main(["restore", "-m", "tur", "--task", "noise", "--device", "cpu", str(src), "-o", str(tmp_path / "b")]) == 0
-    a = np.asarray(Image.open(tmp_path / "a" / "chelsea_tur.png"))
-    b = np.asarray(Image.open(tmp_path / "b" / "chelsea_tur.png"))
-    assert a.shape == np.asarray(Image.open(src).convert("RGB")).shape and np.array_equal(a, b)
-    capsys.readouterr()
+    sha = {e.name: e.sha256 for e in load_manifest()}
+    used = {}
+    for name, extra in (("a", []), ("b", ["--task", "noise"]), ("c", ["--task", "rain"])):
+        assert main(["restore", "--device", "cpu", *extra, str(src), "-o", str(tmp_path / name)]) == 0
+        used[name] = json.loads(Image.open(tmp_path / name / "chelsea_tur.png").text["irc"])["weights_sha256"]
+    assert used["a"] == used["b"] == sha["tur-photo"] and used["c"] == sha["tur-nafnet-mio7"]
+    a, b, c = (np.asarray(Image.open(tmp_path / n / "chelsea_tur.png")) for n in "abc")
+    assert a.shape == np.asarray(Image.open(src).convert("RGB")).shape
+    assert not np.array_equal(a, b) and not np.array_equal(a, c)
+    assert main(["restore", "--device", "cpu", "-w", "tur-photo", "--task", "haze", str(src), "-o", str(tmp_path / "d")]) == 2
+    assert "--task haze has its own weights" in capsys.readouterr().err
+
+
+def test_auto_dtype_is_bf16_for_the_photo_model_on_amx_cpus_only(monkeypatch):
+    """--dtype auto: bf16 for the plain-convolution photo model where the CPU has AMX, fp32 else."""
+    import irc.device
+    from irc.restore import load_method
+
+    for amx, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(irc.device, "cpu_has_amx", lambda amx=amx: amx)
+        assert load_method("tur", "tur-photo", task=None, device="cpu", dtype="auto", offline=True).dtype == expected
+        # the seven-task NAFNet model and an explicit --dtype never change
+        assert load_method("tur", "tur-nafnet-mio7", task=None, device="cpu", dtype="auto", offline=True).dtype == torch.float32
+        assert load_method("tur", "tur-photo", task=None, device="cpu", dtype="fp32", offline=True).dtype == torch.float32

@@ -358,6 +358,10 @@ class Method:
         """Factor on the recipe's learning rate for ``param`` (default 1)."""
         return 1.0
 
+    def auto_cpu_dtype(self) -> torch.dtype:
+        """The dtype ``--dtype auto`` runs these weights in on a CPU (fp32 unless a method measured better)."""
+        return torch.float32
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Method:
         """Move every component to ``device`` and cast it to ``dtype`` (unless it keeps fp32)."""
         self.device = torch.device(device)

@@ -175,6 +175,16 @@ class TUR(Method):
             net = net.to(memory_format=torch.channels_last)
         return net
 
+    def auto_cpu_dtype(self) -> torch.dtype:
+        """bf16 for the plain-convolution photo model on CPUs with AMX, else fp32.
+
+        Measured with ``tur-photo`` (model card): 12 MP in 33 s instead of 77 s, PolyU 36.85 dB
+        (fp32 36.84), CBSD68 sigma 25 29.62 dB (fp32 29.62); the clean-photo bars still hold.
+        """
+        from irc.device import cpu_has_amx
+
+        return torch.bfloat16 if self._channels_last and cpu_has_amx() else torch.float32
+
     @property
     def _channels_last(self) -> bool:
         """Plain-convolution backbones run channels-last (NAFNet's and PromptIR's norms do not gain)."""
