@@ -139,7 +139,8 @@ def run_restore(request: RestoreRequest) -> int:
         restored = dataclasses.replace(restored, description=json.dumps(record, sort_keys=True))
         remove_stale_temporaries(job.output)  # only dead writers' leftovers; this process owns the claim
         write_image(job.output, restored)
-        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height, "options": record["options"]}
+        made = {k: record[k] for k in ("method", "weights", "weights_sha256", "seed", "dtype")}  # as in the output's metadata
+        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height, "options": record["options"], **made}
 
     def why_skipped(job) -> str | None:
         return _option_change(job.output, record)

@@ -336,6 +336,10 @@ def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_pa
         assert main(["restore", "--device", "cpu", *extra, str(src), "-o", str(tmp_path / name)]) == 0
         used[name] = json.loads(Image.open(tmp_path / name / "chelsea_tur.png").text["irc"])["weights_sha256"]
     assert used["a"] == used["b"] == sha["tur-photo"] and used["c"] == sha["tur-nafnet-mio7"]
+    # the --jsonl record says the same as the metadata
+    assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "e"), "--jsonl"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["weights_sha256"] == sha["tur-photo"] and record["method"] == "tur" and "dtype" in record and record["seed"] == 0
     a, b, c = (np.asarray(Image.open(tmp_path / n / "chelsea_tur.png")) for n in "abc")
     assert a.shape == np.asarray(Image.open(src).convert("RGB")).shape
     assert not np.array_equal(a, b) and not np.array_equal(a, c)
