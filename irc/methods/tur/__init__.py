@@ -209,10 +209,10 @@ class TUR(Method):
             raise UsageError(f"these tur weights restore --task {', '.join(known)}; --task {values['task']} has its own weights (irc weights list)")
 
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
+        task = self._condition(knobs.get("task", "auto"), x)
         if not self._channels_last:
-            return self.network(x, self._condition(knobs.get("task", "auto"), x))
-        y = self.network(x.contiguous(memory_format=torch.channels_last), self._condition(knobs.get("task", "auto"), x))
-        return y.contiguous()
+            return self.network(x, task)
+        return self.network(x.contiguous(memory_format=torch.channels_last), task).contiguous()
 
     def _condition(self, task: str, x: Tensor) -> Tensor | None:
         """The ``(B,)`` condition index of ``task`` for a conditioned network (``None``: blind)."""
