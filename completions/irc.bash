@@ -9,6 +9,7 @@ _irc() {
         case "$w" in -*) ;; *)
             case "$path|$w" in
                 "|bench") path="bench" ;;
+                "|compare") path="compare" ;;
                 "|datasets") path="datasets" ;;
                 "|eval") path="eval" ;;
                 "|methods") path="methods" ;;
@@ -58,6 +59,42 @@ _irc() {
         "bench|--drm") COMPREPLY=(); return ;;
         "bench|--drm-schedule") COMPREPLY=(); return ;;
         "bench|--dpsc") COMPREPLY=(); return ;;
+        "compare|--method"|"compare|-m") COMPREPLY=($(compgen -W "identity bicubic learnir lorun tur hypir" -- "$cur")); return ;;
+        "compare|--weights"|"compare|-w") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "compare|--reference"|"compare|-r") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "compare|--output"|"compare|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "compare|--box") COMPREPLY=(); return ;;
+        "compare|--crops") COMPREPLY=(); return ;;
+        "compare|--crop-size") COMPREPLY=(); return ;;
+        "compare|--sheet-format") COMPREPLY=(); return ;;
+        "compare|--base-model") COMPREPLY=(); return ;;
+        "compare|--option"|"compare|-O") COMPREPLY=(); return ;;
+        "compare|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
+        "compare|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
+        "compare|--tile") COMPREPLY=(); return ;;
+        "compare|--tile-overlap") COMPREPLY=(); return ;;
+        "compare|--seed") COMPREPLY=(); return ;;
+        "compare|--scale"|"compare|-s") COMPREPLY=(); return ;;
+        "compare|--task"|"compare|-t") COMPREPLY=(); return ;;
+        "compare|--ratio") COMPREPLY=(); return ;;
+        "compare|--kernel") COMPREPLY=(); return ;;
+        "compare|--mask") COMPREPLY=(); return ;;
+        "compare|--stages") COMPREPLY=(); return ;;
+        "compare|--prompt"|"compare|-p") COMPREPLY=(); return ;;
+        "compare|--prompt-file") COMPREPLY=(); return ;;
+        "compare|--prompt-dir") COMPREPLY=(); return ;;
+        "compare|--upscale") COMPREPLY=(); return ;;
+        "compare|--longest-side") COMPREPLY=(); return ;;
+        "compare|--patch") COMPREPLY=(); return ;;
+        "compare|--stride") COMPREPLY=(); return ;;
+        "compare|--model-t") COMPREPLY=(); return ;;
+        "compare|--coeff-t") COMPREPLY=(); return ;;
+        "compare|--texture") COMPREPLY=(); return ;;
+        "compare|--latent") COMPREPLY=(); return ;;
+        "compare|--steps") COMPREPLY=(); return ;;
+        "compare|--drm") COMPREPLY=(); return ;;
+        "compare|--drm-schedule") COMPREPLY=(); return ;;
+        "compare|--dpsc") COMPREPLY=(); return ;;
         "datasets fetch|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "datasets list|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--dataset"|"eval|-d") COMPREPLY=(); return ;;
@@ -76,6 +113,8 @@ _irc() {
         "eval|--data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--output"|"eval|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval|--save-images") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval|--report") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval|--report-images") COMPREPLY=(); return ;;
         "eval|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "eval|--dtype") COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         "eval|--tile") COMPREPLY=(); return ;;
@@ -142,12 +181,13 @@ _irc() {
         "weights fetch|--base-model") COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "bench datasets eval methods restore train weights --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "bench compare datasets eval methods restore train weights --version" -- "$cur")) ;;
         "bench") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --sizes --tiles --channels --warmup --repeats --option -O --device --dtype --threads --output -o --json --offline --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")) ;;
+        "compare") COMPREPLY=($(compgen -W "--method -m --weights -w --reference -r --output -o --box --crops --crop-size --sheet-format --recursive --base-model --option -O --device --dtype --tile --tile-overlap --seed --offline --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "datasets") COMPREPLY=($(compgen -W "fetch list" -- "$cur")) ;;
         "datasets fetch") COMPREPLY=($(compgen -W "--data-root --offline" -- "$cur")) ;;
         "datasets list") COMPREPLY=($(compgen -W "--data-root --json" -- "$cur")) ;;
-        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --blur --task -t --option -O --seed --limit --data-root --output -o --save-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")) ;;
+        "eval") COMPREPLY=($(compgen -W "--dataset -d --method -m --weights -w --base-model --scale -s --noise --quality --kernel --blur --task -t --option -O --seed --limit --data-root --output -o --save-images --report --report-images --device --dtype --tile --tile-overlap --offline --json --quiet -q --ratio --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")) ;;
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;

@@ -104,6 +104,16 @@ _GIVEN_KNOBS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("i
 # eval's own --scale/--task/--kernel describe the benchmark protocol (they fill the knobs of the
 # same names), so eval does not get method flags with those names.
 _EVAL_PROTOCOL_NAMES = ("scale", "task", "kernel")
+# The arguments irc was started with, for reports that print the command that made them.
+_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("irc_argv", default=None)
+
+
+def _command_line() -> str:
+    """The command as typed (``irc compare ...``), shell-quoted."""
+    import shlex
+
+    args = _ARGV.get()
+    return shlex.join(["irc", *(sys.argv[1:] if args is None else args)])
 
 
 def _knob_owners() -> dict[str, list[tuple[str, Knob]]]:
@@ -197,6 +207,7 @@ def command():
     root = typer.main.get_command(app)
     _attach_knob_options(root.commands["restore"])
     _attach_knob_options(root.commands["bench"])
+    _attach_knob_options(root.commands["compare"])
     _attach_knob_options(root.commands["eval"], skip=_EVAL_PROTOCOL_NAMES)
     _readable_metavars(root)
     return root
@@ -299,6 +310,8 @@ def eval_cmd(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where benchmarks live (default: $IRC_DATA_ROOT, else ~/.cache/irc/data).", file_okay=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for rows.csv, rows.jsonl, summary.json (default: eval-results/<dataset>/).", file_okay=False),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also save restored images under this directory.", file_okay=False),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write pictures of the first images (index.html and contact-sheet.png, as irc compare) into this folder.", file_okay=False),
+    report_images: int = typer.Option(6, "--report-images", help="How many images --report shows.", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision (auto = fp32 on CPU; bf16 for the photo model on CPUs with AMX)."),
     tile: str = typer.Option("0", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory."),
@@ -324,9 +337,57 @@ def eval_cmd(
             dataset=dataset, methods=list(method), weights=list(weights or []), scale=scale, noise=noise, quality=quality,
             kernel=kernel, blur=blur, task=task, knobs=_method_options(list(method), option), seed=seed, limit=limit, data_root=data_root,
             output=output, save_images=save_images, device=device, dtype=dtype.value, tile=_parse_tile(tile), base_model=base_model,
-            tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet,
+            tile_overlap=tile_overlap, offline=offline or None, as_json=as_json, quiet=quiet, report=report, report_images=report_images, command=_command_line(),
         )
     )
+
+
+# ----------------------------------------------------------------------------- compare
+@app.command("compare")
+def compare_cmd(
+    inputs: List[str] = typer.Argument(..., help="Image files, directories or glob patterns.", show_default=False),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Method(s) to compare; repeat for several columns (default: the default method).", autocompletion=_complete_method),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", "-w", help="Weights per method (repeat; 'default' for the shipped ones). One method with several weights compares them."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Ground truth: a folder of images named like the inputs (by stem), or one file for one input. Without it, scores are measured against the input."),
+    output: Path = typer.Option(Path("compare-report"), "--output", "-o", help="Folder for index.html and contact-sheet.png.", file_okay=False),
+    box: Optional[List[str]] = typer.Option(None, "--box", help="A region to zoom into, X,Y,WIDTH,HEIGHT in output pixels (repeatable); shown before the automatic crops."),
+    crops: int = typer.Option(2, "--crops", help="Automatic crops per image, where the outputs differ most (0 = only --box).", min=0),
+    crop_size: int = typer.Option(64, "--crop-size", help="Edge of the automatic crops in output pixels.", min=8),
+    sheet_format: str = typer.Option("png", "--sheet-format", help="Contact sheet format: png or jpg (smaller, for READMEs)."),
+    recursive: bool = typer.Option(False, "--recursive", help="Descend into directories."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Another base model for methods built on one (hypir: an SD2.1-layout folder or hub id)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", help="A method option as key=value (repeatable); the same as its flag below."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision, as for irc restore."),
+    tile: str = typer.Option("auto", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory (as irc restore)."),
+    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
+    seed: int = typer.Option(0, "--seed", help="Random seed, for stochastic methods (the same per-image seeds as irc restore)."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Compare methods or weights on images, as pictures: an HTML page and a PNG contact sheet.
+
+    Each image gets a row: the input, every output and the ground truth (--reference) side by
+    side, with PSNR/SSIM under each and zoomed crops at the same place in every panel (where the
+    outputs differ most, plus --box regions). The page is one self-contained file; its footer
+    holds the command and the weights' sha256. Examples:
+
+      irc compare examples/ -m tur -w default -w tur-nafnet-mio7 -o report/
+
+      irc compare noisy/ --reference clean/ -m tur -m learnir --task noise
+    """
+    from irc.compare import CompareRequest, run_compare
+
+    methods = list(method or [DEFAULT_METHOD])
+    if sheet_format.lower() not in ("png", "jpg", "jpeg"):
+        raise UsageError(f"--sheet-format {sheet_format!r}: choose png or jpg")
+    request = CompareRequest(
+        inputs=list(inputs), methods=methods, weights=list(weights or []), reference=reference, output=output, boxes=list(box or []), crops=crops,
+        crop_size=crop_size, knobs=_method_options(methods, option), device=device, dtype=dtype.value, tile=_parse_tile(tile), tile_overlap=tile_overlap,
+        seed=seed, offline=offline or None, base_model=base_model, recursive=recursive, sheet_format=sheet_format.lower(), quiet=quiet,
+        command=_command_line(),
+    )  # fmt: skip
+    raise typer.Exit(run_compare(request))
 
 
 # ----------------------------------------------------------------------------- bench
@@ -571,6 +632,7 @@ def datasets_fetch(
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: runs the app and turns :class:`IrcError` into one line."""
+    token = _ARGV.set(list(sys.argv[1:] if argv is None else argv))
     try:
         result = command()(args=argv, prog_name="irc", standalone_mode=False)
     except typer.Exit as done:
@@ -595,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         if type(err).__name__ == "Abort":
             return 130
         raise
+    finally:
+        _ARGV.reset(token)
     return result if isinstance(result, int) else 0
 
 

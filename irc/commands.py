@@ -46,7 +46,7 @@ def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | 
 def run_eval(
     *, dataset: str, methods: list[str], weights: list[str], scale, noise, quality, kernel, task, knobs: dict[str, Any], seed: int,
     limit, data_root, output: Path | None, save_images: Path | None, device: str, dtype: str, tile, tile_overlap, offline, as_json: bool, quiet: bool,
-    base_model: str | None = None, blur: float | None = None,
+    base_model: str | None = None, blur: float | None = None, report: Path | None = None, report_images: int = 6, command: str = "irc eval",
 ) -> int:
     """``irc eval``: returns the exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -58,6 +58,8 @@ def run_eval(
     # the default folder names the whole protocol, so runs of other protocols never overwrite it
     out_dir = output or Path("eval-results") / protocol_label(bench.protocol)
     _probe_writable_dir(out_dir)  # fail before hours of evaluation, not after
+    if report is not None:
+        _probe_writable_dir(report)
     runs = []
     pairs = _pair_runs(methods, weights)
     for method_name, weights_name in pairs:
@@ -80,11 +82,16 @@ def run_eval(
 
     err = Console(stderr=True, emoji=False)
     results = []
+    kept: dict[str, dict[int, tuple]] = {}  # run label -> image index -> (sample, restored, row), for --report
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
         for run in runs:
             task_id = bar.add_task(f"{run.label} on {bench.name}", total=len(bench))
-            results.append(evaluate(run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id)))
+            keep = kept.setdefault(run.label, {}).__setitem__ if report is not None else None
+            results.append(evaluate(
+                run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id),
+                keep=(lambda i, sample, restored, row: keep(i, (sample, restored, row)) if i < report_images else None) if keep else None,
+            ))  # fmt: skip
             written = write_results(results, out_dir)  # after every run: a later failure keeps these
     summaries = [r.summary for r in results]
     if as_json:
@@ -102,9 +109,38 @@ def run_eval(
             psnr = "identical" if s["psnr"] == float("inf") else f"{s['psnr']:.2f}"  # zero error: no PSNR to print
             table.add_row(s["label"], psnr, f"{s['ssim']:.4f}", *sam, f"{s['seconds_per_image']:.3f}")
         print_table(table)
+    if report is not None:
+        written += write_eval_report(report, bench, runs, kept, command=command)
     if not quiet:
         err.print(f"results: {', '.join(str(p) for p in written)}")
     return 0
+
+
+def write_eval_report(folder: Path, bench, runs, kept: dict[str, dict[int, tuple]], *, command: str) -> list[Path]:
+    """``irc eval --report``: the first images of the benchmark as pictures (:mod:`irc.report`):
+    degraded input, every run and the ground truth, scored as the eval table scores them."""
+    import torch
+
+    from irc import __version__
+    from irc.report import Panel, ReportImage, choose_boxes, to_common_size, write_report
+
+    images = []
+    for index in sorted(next(iter(kept.values()), {})):
+        sample = kept[runs[0].label][index][0]
+        gt = sample.gt.float().numpy()
+        height, width = gt.shape[1:]
+        lq = sample.lq.float().numpy()
+        shown = Panel("degraded input", to_common_size(lq, height, width), kind="input", note="bicubic to the output size" if lq.shape[1:] != (height, width) else "")
+        if lq.shape[1:] == (height, width):
+            from irc.evaluate import score
+
+            shown.scores = {k.upper(): v for k, v in score(sample.lq.float(), sample.gt.float(), bench.protocol).items()}
+        outputs = [Panel(r.label, kept[r.label][index][1].clamp(0, 1).float().numpy(), {k.upper(): kept[r.label][index][2][k] for k in ("psnr", "ssim")}) for r in runs]
+        images.append(ReportImage(sample.name, [shown, *outputs, Panel("ground truth", gt, kind="reference")], scored_against=f"the ground truth ({bench.protocol.color.upper()}, border {bench.protocol.crop_border})"))
+    boxes = [choose_boxes(image.panels, size=64, count=2) for image in images]
+    weights = [{"label": r.label, "weights": r.weights or "default", "sha256": r.method.weights_sha256 or "(no weights)"} for r in runs]
+    commands = [command, f"irc {__version__}, torch {torch.__version__}, device {runs[0].method.device}"]
+    return write_report(images, folder, title=f"irc eval: {bench.name}, {protocol_label(bench.protocol, readable=True)}", commands=commands, weights=weights, boxes=boxes)
 
 
 def protocol_label(protocol, *, readable: bool = False) -> str:

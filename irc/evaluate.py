@@ -112,7 +112,9 @@ def protocol_knobs(method: Method, protocol: Protocol, knobs: dict[str, Any]) ->
     return filled
 
 
-def evaluate(run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: int | None = None, save_images: Path | None = None, progress=None) -> EvalResult:
+def evaluate(
+    run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: int | None = None, save_images: Path | None = None, progress=None, keep=None
+) -> EvalResult:
     """Restore and score every sample of ``bench`` with ``run``.
 
     Args:
@@ -120,6 +122,8 @@ def evaluate(run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: i
         bench: the benchmark (samples are generated deterministically from its protocol).
         save_images: directory for the restored images (``<label>/<name>.png``), or ``None``.
         progress: optional callable invoked after each image.
+        keep: optional callable ``(index, sample, restored, row)`` invoked after each image
+            (``irc eval --report`` keeps the first few for its pictures).
     """
     from irc.io import Image, write_image
     from irc.pipeline import restore_tensor
@@ -143,6 +147,8 @@ def evaluate(run: Run, bench: Benchmark, *, tile: int | str = 0, tile_overlap: i
         if save_images is not None:
             pixels = restored.clamp(0, 1).numpy()
             write_image(save_images / run.label / f"{sample.name}.png", Image(pixels=pixels, alpha=None, bit_depth=8, icc_profile=None, source_mode="RGB" if pixels.shape[0] == 3 else "L", format="PNG"))
+        if keep is not None:
+            keep(index, sample, restored, row)
         if progress is not None:
             progress()
     result.summary = summarise(run, bench, result.rows)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from irc.cli import app, main
 
-COMMANDS = ["restore", "eval", "bench", "train", "methods", "weights", "datasets"]
+COMMANDS = ["restore", "eval", "compare", "bench", "train", "methods", "weights", "datasets"]
 
 
 def run(capsys, *argv):
@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("command", [["restore"], ["eval"], ["bench"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"], ["datasets", "list"], ["datasets", "fetch"], ["train"]])
+@pytest.mark.parametrize("command", [["restore"], ["eval"], ["compare"], ["bench"], ["methods"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch"], ["datasets", "list"], ["datasets", "fetch"], ["train"]])
 def test_every_option_has_help(command):
     """Every option and argument of every command carries a help text."""
     import typer.main

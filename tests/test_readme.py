@@ -94,6 +94,8 @@ def _runnable(cmd: str) -> bool:
     if args[0] == "eval":
         methods = [args[i + 1] for i, a in enumerate(args) if a in ("-m", "--method")]
         return bool(methods) and set(methods) <= {"identity", "bicubic"} and "--limit" not in args
+    if args[0] == "compare":  # pictures of the bundled examples (the README's sheet)
+        return args[1] == "examples/"
     return False
 
 
