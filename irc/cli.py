@@ -253,6 +253,7 @@ def restore(
     tile: str = typer.Option("auto", "--tile", help="Tile edge in pixels, 0 = whole image, auto = tiles sized from free memory (the whole image when it fits; halved on out-of-memory)."),
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
     seed: int = typer.Option(0, "--seed", help="Random seed, for stochastic methods."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks: the first image of each size pays the compilation (cached under ~/.cache/irc); whether it pays off depends on the model and device (measured numbers: the model cards)."),
     offline: bool = typer.Option(False, "--offline", help="Never download; say what to place where instead (also HF_HUB_OFFLINE=1)."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Write one JSON object per image to stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
@@ -287,6 +288,7 @@ def restore(
         quiet=quiet,
         measurement=measurement,
         base_model=base_model,
+        compile=compile_,
     )
     raise typer.Exit(run_restore(request))
 
@@ -362,6 +364,7 @@ def compare_cmd(
     tile: str = typer.Option("auto", "--tile", help="Tile edge in pixels, 0 = whole image, auto = from free memory (as irc restore)."),
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default: the method's minimum).", min=0),
     seed: int = typer.Option(0, "--seed", help="Random seed, for stochastic methods (the same per-image seeds as irc restore)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks: the first image of each size pays the compilation (cached under ~/.cache/irc); whether it pays off depends on the model and device (measured numbers: the model cards)."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -385,7 +388,7 @@ def compare_cmd(
         inputs=list(inputs), methods=methods, weights=list(weights or []), reference=reference, output=output, boxes=list(box or []), crops=crops,
         crop_size=crop_size, knobs=_method_options(methods, option), device=device, dtype=dtype.value, tile=_parse_tile(tile), tile_overlap=tile_overlap,
         seed=seed, offline=offline or None, base_model=base_model, recursive=recursive, sheet_format=sheet_format.lower(), quiet=quiet,
-        command=_command_line(),
+        command=_command_line(), compile=compile_,
     )  # fmt: skip
     raise typer.Exit(run_compare(request))
 
@@ -405,6 +408,7 @@ def bench_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: DType = typer.Option(DType.auto, "--dtype", help="Compute precision (auto = fp32 on CPU; bf16 for the photo model on CPUs with AMX)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).", min=1),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks: warm-up runs absorb the compilation (cached under ~/.cache/irc); whether it pays off depends on the model and device (measured numbers: the model cards)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report to this file.", dir_okay=False),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report to stdout instead of a table."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
@@ -420,6 +424,7 @@ def bench_cmd(
         run_bench_command(
             method=method, weights=weights, sizes=sizes, tiles=tiles, channels=channels, warmup=warmup, repeats=repeats,
             knobs=knobs, device=device, dtype=dtype.value, threads=threads, output=output, as_json=as_json, offline=offline or None, base_model=base_model,
+            compile=compile_,
         )
     )
 

@@ -164,7 +164,7 @@ def protocol_label(protocol, *, readable: bool = False) -> str:
 
 def run_bench_command(
     *, method: str, weights, sizes: str, tiles: str, channels: int, warmup: int, repeats: int, knobs: dict[str, Any], device: str, dtype: str,
-    threads, output: Path | None, as_json: bool, offline, base_model: str | None = None,
+    threads, output: Path | None, as_json: bool, offline, base_model: str | None = None, compile: bool = False,
 ) -> int:
     """``irc bench``: returns the exit code."""
     import torch
@@ -192,12 +192,15 @@ def run_bench_command(
         raise UsageError("--tiles: give at least one tile setting (0 = none, N, auto)")
     if output is not None:
         _probe_writable_dir(output.parent)
-    loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline, base_model=base_model)
+    loaded = load_method(method, weights, task=knobs.get("task"), device=device, dtype=dtype, offline=offline, base_model=base_model, compile=compile)
+    if compile and warmup < 1:
+        raise UsageError("--compile needs at least one --warmup run (it absorbs the compilation)")
     channels = channels or (3 if 3 in loaded.input_channels else loaded.input_channels[0])
     if channels not in loaded.input_channels:
         raise UsageError(f"{method} takes {' or '.join(map(str, loaded.input_channels))}-channel images, not {channels}")
     cases = [BenchCase(size=s, tile=t, channels=channels) for s in size_list for t in tile_list]
     report = run_bench(loaded, cases, knobs, warmup=warmup, repeats=repeats)
+    report["compiled"] = compile
     if output is not None:
         write_report(report, output)
     if as_json:

@@ -51,6 +51,7 @@ class CompareRequest:
     sheet_format: str = "png"
     quiet: bool = False
     command: str = "irc compare"  # as typed, for the report's footer
+    compile: bool = False
 
 
 def image_scores(restored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -80,7 +81,7 @@ def build_columns(request: CompareRequest) -> list[Column]:
     for name, weights in _pair_runs(request.methods, request.weights):
         cls = get_method(name)
         own = {k: v for k, v in request.knobs.items() if k in cls.knob_names()}
-        method = load_method(name, weights, task=own.get("task"), device=request.device, dtype=request.dtype, offline=request.offline, base_model=request.base_model)
+        method = load_method(name, weights, task=own.get("task"), device=request.device, dtype=request.dtype, offline=request.offline, base_model=request.base_model, compile=request.compile)
         method.knob_values(own)  # a mismatch fails before the first image
         label = name if weights is None else f"{name}:{Path(weights).stem}"
         columns.append(Column(label, method, own, weights))

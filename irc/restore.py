@@ -46,13 +46,17 @@ class RestoreRequest:
     quiet: bool = False
     measurement: Path | None = None
     base_model: str | None = None
+    compile: bool = False
 
 
-def load_method(name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None, base_model: str | None = None):
+def load_method(
+    name: str, weights: str | None, *, task: str | None, device: str, dtype: str, offline: bool | None, base_model: str | None = None, compile: bool = False
+):
     """Build a ready-to-run method: registry lookup, device/dtype, default or given weights.
 
     Without ``weights`` the manifest default for ``task`` is used (``task`` defaults to the
     method's declared default task); the error names the tasks that do have defaults.
+    ``compile`` applies ``torch.compile`` to the method's networks (``--compile``).
     """
     from irc.device import resolve_device, resolve_dtype
     from irc.methods import get_method
@@ -66,7 +70,8 @@ def load_method(name: str, weights: str | None, *, task: str | None, device: str
     if not cls.needs_weights:
         if weights or base_model:
             raise UsageError(f"method {name!r} takes no weights (got {'--weights ' + weights if weights else '--base-model'})")
-        return cls.from_config(None, device=torch_device, dtype=torch_dtype)
+        method = cls.from_config(None, device=torch_device, dtype=torch_dtype)
+        return method.compile() if compile else method
     wanted = task or cls.default_task
     chosen = weights or cls.default_weights(wanted)
     if chosen is None:
@@ -80,7 +85,7 @@ def load_method(name: str, weights: str | None, *, task: str | None, device: str
         preferred = method.auto_cpu_dtype()
         if preferred != torch_dtype:
             method.to(torch_device, preferred)
-    return method
+    return method.compile() if compile else method
 
 
 def run_restore(request: RestoreRequest) -> int:
@@ -93,7 +98,7 @@ def run_restore(request: RestoreRequest) -> int:
 
     method = load_method(
         request.method, request.weights, task=request.knobs.get("task"), device=request.device, dtype=request.dtype, offline=request.offline,
-        base_model=request.base_model,
+        base_model=request.base_model, compile=request.compile,
     )
     knobs = method.knob_values(request.knobs)  # fail fast on a typo or a mismatch, before touching any file
     if request.measurement is not None:

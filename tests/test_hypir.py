@@ -191,9 +191,10 @@ def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("stage", ["lora", "encoder"])
-def test_training_steps_move_only_what_trains(stage, tmp_path, data_root):
+def test_training_steps_move_only_what_trains(stage, tmp_path, data_root, lora_file):
     """Both loss groups step; only the LoRA (or the encoder) and the discriminator heads change;
-    checkpoints hold no frozen base; the export loads back."""
+    checkpoints hold no frozen base; the export loads back. The encoder stage starts from a
+    released-format LoRA (init_from) and exports it unchanged beside the encoder."""
     from irc.recipes import load_recipe
     from irc.train import latest_checkpoint, train
 
@@ -202,9 +203,10 @@ def test_training_steps_move_only_what_trains(stage, tmp_path, data_root):
         "steps": "2", "batch": "2", "mixed_precision": "no", "config.base": "random:tiny", "config.base_revision": "",
         "config.lora_rank": "4", "config.discriminator": "tiny", "config.lpips": "auto", "config.gradient_checkpointing": "false",
         "data.crop": "64", "data.workers": "0", "data.train": '["div2k-crops"]', "log_every": "1", "ema.decay": "0.5",
+        **({"config.init_from": str(lora_file)} if stage == "encoder" else {}),
     }  # fmt: skip
     torch.manual_seed(231)  # the recipe's seed: the same initial LoRA as the run's
-    before = HYPIR.from_config({"base": "random:tiny", "lora_rank": 4})
+    before = HYPIR.from_config({"base": "random:tiny", "lora_rank": 4, **({"init_from": str(lora_file)} if stage == "encoder" else {})})
     frozen_before = {k: v.clone() for k, v in before.network.unet.state_dict().items() if ".lora_" not in k}
     result = train(load_recipe(recipe, overrides), tmp_path / "run", quiet=True, export=tmp_path / "out.safetensors")
     method = result.method
@@ -225,6 +227,12 @@ def test_training_steps_move_only_what_trains(stage, tmp_path, data_root):
         assert any(k.startswith("discriminator.") for k in keys) and "d" in state["optimizers"]
     exported = HYPIR.from_weights(tmp_path / "out.safetensors", base_model="random:tiny")
     assert exported.config.encoder == (stage == "encoder")
+    assert exported.config.init_from == ""
+    if stage == "encoder":  # the released LoRA, untouched, travels with the encoder
+        released = HYPIR.from_weights(lora_file, base_model="random:tiny").component("lora").state()
+        assert all(torch.equal(v, released[k]) for k, v in exported.component("lora").state().items())
+        untrained = HYPIR.from_config({"base": "random:tiny", "lora_rank": 4, "stage": "encoder"}).component("encoder").state()
+        assert any(not torch.equal(v, untrained[k]) for k, v in exported.component("encoder").state().items())
 
 
 def test_output_is_pinned_on_the_tiny_model():

@@ -358,3 +358,23 @@ def test_auto_dtype_is_bf16_for_the_photo_model_on_amx_cpus_only(monkeypatch):
         # the seven-task NAFNet model and an explicit --dtype never change
         assert load_method("tur", "tur-nafnet-mio7", task=None, device="cpu", dtype="auto", offline=True).dtype == torch.float32
         assert load_method("tur", "tur-photo", task=None, device="cpu", dtype="fp32", offline=True).dtype == torch.float32
+
+
+def test_compiled_network_gives_the_eager_output(real_rgb, tmp_path, monkeypatch):
+    """--compile (torch.compile in place) changes speed, not results; the state-dict keys stay."""
+    import torch
+
+    from irc.methods.tur import TUR
+    from irc.pipeline import restore_tensor
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    method = TUR.tiny()
+    x = torch.from_numpy(real_rgb)[None]
+    keys = list(method.state_dict())
+    with torch.no_grad():
+        eager = restore_tensor(method, x)
+        method.compile()
+        compiled = restore_tensor(method, x)
+    assert method.network._compiled_call_impl is not None  # nn.Module.compile really ran
+    assert list(method.state_dict()) == keys
+    assert torch.allclose(compiled, eager, atol=1e-5)

@@ -362,6 +362,24 @@ class Method:
         """The dtype ``--dtype auto`` runs these weights in on a CPU (fp32 unless a method measured better)."""
         return torch.float32
 
+    def compiled_modules(self) -> list[nn.Module]:
+        """The modules ``--compile`` hands to ``torch.compile`` (default: the network)."""
+        return [self.network] if self.network is not None else []
+
+    def compile(self) -> Method:
+        """``--compile``: compile :meth:`compiled_modules` in place (``nn.Module.compile``: the
+        state-dict keys stay as they are). The first call of each input shape pays the
+        compilation; inductor's cache (``TORCHINDUCTOR_CACHE_DIR``, irc's cache folder by default)
+        makes later runs start faster."""
+        import os
+
+        from irc.download import cache_dir
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-compile"))
+        for module in self.compiled_modules():
+            module.compile()
+        return self
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Method:
         """Move every component to ``device`` and cast it to ``dtype`` (unless it keeps fp32)."""
         self.device = torch.device(device)

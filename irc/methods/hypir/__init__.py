@@ -86,6 +86,10 @@ class HYPIRConfig:
         train_t: the timestep used for ``model_t`` and ``coeff_t`` in training (200 upstream).
         gradient_checkpointing: recompute the UNet's activations in the backward pass (GPU
             memory; upstream trains with it).
+        init_from: weights a training run starts from (training only; exported files carry it
+            empty): a manifest name (``hypir-sd2``), the official ``HYPIR_sd2.pth`` or an irc
+            export. Its LoRA (and encoder, when it has one) are loaded; the encoder stage starts
+            from the released LoRA this way, so its export pairs the two.
     """
 
     base: str = SD21_REPO
@@ -102,6 +106,7 @@ class HYPIRConfig:
     real_target: float = 0.8
     train_t: int = 200
     gradient_checkpointing: bool = False
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.lora_rank <= 1024:
@@ -142,6 +147,35 @@ class HYPIR(Method):
                     p.requires_grad_(False)
         if self.config.gradient_checkpointing:
             self.network.unet.enable_gradient_checkpointing()
+        if self.config.init_from:
+            self._init_from(self.config.init_from)
+
+    def _init_from(self, weights: str) -> None:
+        """Copy the LoRA (and a fine-tuned encoder, if the file has one and this run keeps one)
+        of ``weights`` into this model; the key set must match exactly, the rank too."""
+        from irc.weights import resolve_bundle
+
+        path = resolve_bundle(weights, method=self.name, offline=self._offline).files["lora"]
+        state = read_lora_file(path)
+        lora = {k: v for k, v in state.items() if is_lora_key(k)}
+        check_key_set(lora, lora_keys(self.network.unet), str(path))
+        targets = self.component("lora").state()
+        encoder = {k: v for k, v in state.items() if k.startswith("vae.")}
+        if encoder and any(c.name == "encoder" for c in self.components()):
+            targets.update(self.component("encoder").state())
+            lora.update(encoder)
+        with torch.no_grad():
+            for key, value in lora.items():
+                if key not in targets:
+                    continue
+                if tuple(value.shape) != tuple(targets[key].shape):
+                    raise WeightsError(f"init_from {weights}: {key} has shape {tuple(value.shape)}, this run's needs {tuple(targets[key].shape)} (lora_rank {lora_rank(lora)} in the file, {self.config.lora_rank} in the recipe)")
+                targets[key].copy_(value.to(targets[key]))
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        meta["config"] = {**meta["config"], "init_from": ""}  # a training-only setting
+        return meta
 
     # ----------------------------------------------------------------- construction
     def build_network(self) -> nn.Module:
@@ -167,6 +201,10 @@ class HYPIR(Method):
             if is_lora_key(key):
                 p.requires_grad_(True)
         return network
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """The UNet and the VAE (the text encoder runs once per prompt)."""
+        return [self.network.unet, self.network.vae]
 
     def components(self) -> list[Component]:
         net = self.network
