@@ -66,6 +66,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def create_temp_beside(target: Path) -> tuple[int, Path]:
     """Create ``.<target name>.<writer>.<random>.tmp`` beside ``target``; returns ``(fd, path)``.
 
@@ -96,6 +103,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield tmp
+        # writers that replace the file themselves (safetensors' save_file) leave it 0600: give
+        # it the mode a plain open() would, as for every other output
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -136,9 +136,11 @@ def main() -> int:
 
     bars["clean"] = clean_bars(method, knobs, tile)
     print("clean", bars["clean"], flush=True)
-    for name, kw in (("polyu", {}), ("classic5", {"quality": 10})):
+    for name, kw, task in (("polyu", {}, "noise"), ("classic5", {"quality": 10}, "jpeg")):
         bench = open_benchmark(name, **kw)
-        bars[name] = {"input": mean_psnr(bench, ident), "tur": mean_psnr(bench, run, tile=tile)}
+        told = Run(label=f"tur --task {task}", method=method, knobs={"task": task}, weights=args.weights)
+        # the bar is for the blind default; the conditioned row shows what naming the task gives
+        bars[name] = {"input": mean_psnr(bench, ident), "tur": mean_psnr(bench, run, tile=tile), "tur_task": mean_psnr(bench, told, tile=tile), "task": task}
         print(name, bars[name], flush=True)
     for sigma in (15, 25, 50):
         bench = open_benchmark("cbsd68", task="photo-noise", noise=sigma)
@@ -173,6 +175,7 @@ def main() -> int:
     for key, label, check in (("polyu", "PolyU real noise (20 test pairs): >= +1 dB", "polyu >= +1 dB"), ("classic5", "classic5 JPEG q10 (grey): >= +1 dB", "classic5 q10 >= +1 dB")):
         r = bars[key]
         lines.append(f"| {label} | {r['input']:.2f} | - | {r['tur']:.2f} ({r['tur'] - r['input']:+.2f}) | {'yes' if checks[check] else 'no'} |")
+        lines.append(f"| the same with `--task {r['task']}` (not the bar: the blind default is) | {r['input']:.2f} | - | {r['tur_task']:.2f} ({r['tur_task'] - r['input']:+.2f}) | - |")
     for s in (15, 25, 50):
         r = bars[f"noise{s}"]
         nl = f"{r['nlm']:.2f} (h {r['nlm_h']:g})" if "nlm" in r else "-"

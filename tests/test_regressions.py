@@ -124,3 +124,22 @@ def test_shipped_weights_load_and_restore(name, real_rgb):
     assert torch.isfinite(y).all() and y.shape[1] == 3
     assert float((y - x if y.shape == x.shape else y).abs().mean()) < 0.5
     _ = np
+
+
+def test_exported_weights_and_checkpoints_follow_the_umask(tmp_path):
+    """safetensors' save_file leaves its files 0600; irc's weights and checkpoints follow the
+    umask like every other output (they were 0600)."""
+    import os
+
+    from irc.train.checkpoints import TENSORS, save_checkpoint_files
+    from irc.weights import save_weights
+
+    old = os.umask(0o022)
+    try:
+        weights = save_weights(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, {"method": "tur", "config": {}})
+        (tmp_path / "ckpt").mkdir()
+        save_checkpoint_files(tmp_path / "ckpt", {"weights": {"a": torch.zeros(2)}}, {"step": 1})
+    finally:
+        os.umask(old)
+    assert (os.stat(weights).st_mode & 0o777) == 0o644
+    assert (os.stat(tmp_path / "ckpt" / TENSORS).st_mode & 0o777) == 0o644

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,11 +126,12 @@ def save_checkpoint_files(folder: Path, state: Mapping[str, Any], marker: Mappin
     """Write ``state`` (plain data and tensors) and the marker into ``folder`` (which exists)."""
     from safetensors.torch import save_file
 
-    from irc.atomic import atomic_write_text
+    from irc.atomic import atomic_write_text, current_umask
 
     tensors: dict[str, Tensor] = {}
     plain = to_plain(dict(state), tensors)
     save_file(tensors, str(folder / TENSORS))
+    os.chmod(folder / TENSORS, 0o666 & ~current_umask())  # safetensors writes 0600; follow the umask
     atomic_write_text(folder / STATE, json.dumps({"format": FORMAT, "state": plain}) + "\n")
     files = {name: _sha256(folder / name) for name in (TENSORS, STATE)}
     atomic_write_text(folder / MARKER, json.dumps({**marker, "format": FORMAT, "files": files}, indent=2) + "\n")

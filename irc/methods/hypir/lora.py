@@ -71,14 +71,17 @@ def read_lora_file(path: str | Path) -> dict[str, Tensor]:
         if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
             raise WeightsError(f"{path}: expected a dict of named tensors (the HYPIR LoRA format)")
         state = {k: v.contiguous() for k, v in state.items()}
+        from irc.atomic import atomic_path
+
         try:
-            save_file(state, str(converted))
+            with atomic_path(converted) as tmp:  # another process may be reading or writing it too
+                save_file(state, str(tmp))
         except OSError:
             from irc.download import cache_dir
 
             converted = cache_dir() / "weights" / "converted" / f"{path.stem}-{path.stat().st_size}.safetensors"
-            converted.parent.mkdir(parents=True, exist_ok=True)
-            save_file(state, str(converted))
+            with atomic_path(converted) as tmp:
+                save_file(state, str(tmp))
         return state
     return load_file(str(converted))
 
