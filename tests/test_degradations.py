@@ -16,27 +16,14 @@ import pytest
 import torch
 
 from irc.operators import blur_kernels as bk
-from irc.operators.degradations import (
-    JPEG,
-    Blur,
-    Compose,
-    GaussianNoise,
-    Haze,
-    Identity,
-    LowLight,
-    OneOf,
-    PoissonNoise,
-    Rain,
-    Resize,
-    SRDegradation,
-    filter2d,
-    haze_depth,
-    jpeg_compress,
-    reflect_pad,
-    resize,
-)
+from irc.operators.degradation import Compose, Identity, OneOf
+from irc.operators.filtering import Blur, filter2d, reflect_pad
+from irc.operators.jpeg import JPEG, jpeg_compress
+from irc.operators.mioir import Haze, LowLight, Rain, SRDegradation, haze_depth
 from irc.operators.mixtures import TASKS, mio_seven_task_mixture, three_task_mixture
+from irc.operators.noise import GaussianNoise, PoissonNoise
 from irc.operators.realesrgan import RealESRGANConfig, RealESRGANDegradation, usm_sharpen
+from irc.operators.resampling import Resize, resize
 from irc.operators.resize import imresize
 
 DATA = Path(os.environ.get("IRC_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))

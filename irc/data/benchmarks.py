@@ -58,7 +58,7 @@ Choices worth knowing:
   (``input = label + sigma/255 * randn``), and scores the float output without rounding, so the
   ``identity`` row is the noisy-input PSNR that papers list (20.17 dB in expectation at sigma 25);
   a denoiser's output is in [0, 1] anyway and rounding it would move PSNR by < 0.01 dB. The noise comes from
-  :class:`irc.operators.degradations.GaussianNoise` with its ``seed`` parameter derived from
+  :class:`irc.operators.noise.GaussianNoise` with its ``seed`` parameter derived from
   ``SeedSequence([seed, index])``: the same (seed, image) always gets the same field, at any
   sigma (fields at sigma 15 and 50 differ only by the factor).
 * USRNet's Table-1 script computes ``scipy.ndimage.convolve`` on the **uint8** HR, which
@@ -855,7 +855,7 @@ def _noise_seed(seed: int, index: int) -> int:
 
 
 def _add_noise(x: Tensor, sigma: float, seed: int, index: int) -> Tensor:
-    from irc.operators.degradations import GaussianNoise
+    from irc.operators.noise import GaussianNoise
 
     params = {"sigma": float(sigma), "gray": False, "seed": _noise_seed(seed, index)}
     return GaussianNoise(clip=False).apply(x[None], params)[0]
@@ -908,7 +908,7 @@ def _paired_images(item: _Item) -> tuple[Tensor, Tensor]:
 
 
 def _make_sample(bench: Benchmark, index: int) -> Sample:
-    from irc.operators.degradations import jpeg_compress
+    from irc.operators.jpeg import jpeg_compress
 
     item = bench._items[index]
     p = bench.protocol
@@ -932,7 +932,7 @@ def _make_sample(bench: Benchmark, index: int) -> Sample:
         lq = torch.round(_add_noise(gt, p.noise_sigma, p.seed, index).clamp(0, 1) * 255) / 255
     elif t == "photo-blur":
         from irc.operators.blur_kernels import gaussian_kernel
-        from irc.operators.degradations import filter2d
+        from irc.operators.filtering import filter2d
 
         gt = to_tensor(rgb(read_u8(item.gt)))
         size = 2 * math.ceil(3 * p.blur_sigma) + 1

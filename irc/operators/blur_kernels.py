@@ -15,7 +15,7 @@ Kernel families (Real-ESRGAN, Wang et al. 2021, arXiv 2107.10833, Sec. 3.2):
 * sinc (ideal circular low-pass), ``k(r) ∝ ωc / (2π r) · J1(ωc r)`` with the limit
   ``ωc² / (4π)`` at ``r = 0`` (paper Eq. 4);
 * motion, a line segment of a given length and angle through the centre (not in Real-ESRGAN;
-  used for motion blur and for the rain streaks in :mod:`irc.operators.degradations`).
+  used for motion blur and for the rain streaks in :mod:`irc.operators.mioir`).
 
 ``c`` runs over the integer pixel offsets from the kernel centre, so every kernel of odd size is
 centred and point-symmetric (correlation equals convolution).

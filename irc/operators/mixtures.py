@@ -1,6 +1,6 @@
 """Multi-task degradation mixtures for all-in-one restoration (MiOIR 7 tasks, AirNet 3 tasks).
 
-A :class:`TaskMixture` maps task names to :class:`~irc.operators.degradations.Degradation`
+A :class:`TaskMixture` maps task names to :class:`~irc.operators.degradation.Degradation`
 objects. ``sample(rng)`` draws a task and its params as ``{"task": name, "params": {...}}``
 (plain, JSON-able); ``apply(x, sample)`` replays it deterministically. ``fixed_params(task,
 index, seed)`` gives the per-image params of a fixed evaluation set.
@@ -20,7 +20,7 @@ dark    gamma [1, 3]
 
 MiOIR generated its LQ images offline and stored them as 8-bit PNGs, so mixtures round their
 output to 8 bits by default (``quantize=True``). Haze uses a depth *proxy*
-(:func:`~irc.operators.degradations.haze_depth`) because MiOIR's depth maps are not available.
+(:func:`~irc.operators.mioir.haze_depth`) because MiOIR's depth maps are not available.
 
 The 3-task mixture (AirNet/PromptIR protocol) uses noise with sigma in {15, 25, 50}; its rain
 and haze are synthetic stand-ins for Rain100L and RESIDE, which are real datasets there.
@@ -35,18 +35,13 @@ import numpy as np
 from torch import Tensor
 
 from irc.operators.blur_kernels import KernelSampler
-from irc.operators.degradations import (
-    JPEG,
-    Blur,
-    Degradation,
-    GaussianNoise,
-    Haze,
-    LowLight,
-    Rain,
-    SRDegradation,
-    _probs,
-    quantize_8bit,
-)
+from irc.operators.degradation import Degradation
+from irc.operators.filtering import Blur
+from irc.operators.jpeg import JPEG
+from irc.operators.mioir import Haze, LowLight, Rain, SRDegradation
+from irc.operators.noise import GaussianNoise
+from irc.operators.pixels import quantize_8bit
+from irc.operators.seeding import _probs
 
 __all__ = ["TASKS", "TaskMixture", "mio_seven_task_mixture", "three_task_mixture"]
 

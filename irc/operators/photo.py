@@ -44,26 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from irc.operators.blur_kernels import KernelSampler, MotionKernelSampler, gaussian_kernel
-from irc.operators.degradations import (
-    JPEG,
-    Blur,
-    Compose,
-    Degradation,
-    GaussianNoise,
-    Identity,
-    OneOf,
-    _check_image,
-    _generator,
-    _seed,
-    _uniform,
-    _work,
-    quantize_8bit,
-    reflect_pad,
-    resize,
-    rgb_to_gray,
-)
+from irc.operators.degradation import Compose, Degradation, Identity, OneOf
+from irc.operators.filtering import Blur, reflect_pad
+from irc.operators.jpeg import JPEG
 from irc.operators.mixtures import TaskMixture
+from irc.operators.noise import GaussianNoise
+from irc.operators.pixels import _check_image, _work, quantize_8bit, rgb_to_gray
+from irc.operators.resampling import resize
 from irc.operators.resize import imresize
+from irc.operators.seeding import _generator, _seed, _uniform
 
 __all__ = ["PHOTO_TASKS", "DiskKernelSampler", "DownUp", "PhotoMixture", "SensorNoise", "photo_mixture"]
 

@@ -36,12 +36,13 @@ def training_degradation(kind: str, low: float = 0.0, high: float = 0.0, name: s
     if kind == "none":
         return lambda x, rng: (x, x, None)
     if kind == "bicubic":
-        from irc.operators.degradations import quantize_8bit
+        from irc.operators.pixels import quantize_8bit
         from irc.operators.resize import imresize
 
         return lambda x, rng: (quantize_8bit(imresize(x, scale=1.0 / low).clamp(0.0, 1.0)), x, None)
     if kind in ("noise", "jpeg"):
-        from irc.operators.degradations import JPEG, GaussianNoise
+        from irc.operators.jpeg import JPEG
+        from irc.operators.noise import GaussianNoise
 
         op = GaussianNoise(sigma_range=(low, high), gray_prob=0.0, clip=False) if kind == "noise" else JPEG(quality_range=(int(low), int(high)))
         return lambda x, rng: (op.apply(x, op.sample(rng)), x, None)

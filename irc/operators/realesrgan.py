@@ -25,7 +25,8 @@ Differences from Real-ESRGAN's reference training code, all deliberate:
   per sample and the resize/noise type per batch; training code wanting per-sample diversity
   calls ``apply`` per sample (B = 1) and stacks, which also allows different stage-1 sizes.
   Per-pixel noise still differs between the images of a batch.
-* Every op is one of the shared implementations of :mod:`irc.operators.degradations`.
+* Every op is one of the shared implementations (:mod:`irc.operators.noise`, :mod:`~irc.operators.jpeg`,
+  :mod:`~irc.operators.filtering`, :mod:`~irc.operators.resampling`).
 """
 
 from __future__ import annotations
@@ -46,21 +47,13 @@ from irc.operators.blur_kernels import (
     kernel_from_params,
     opencv_gaussian_sigma,
 )
-from irc.operators.degradations import (
-    JPEG,
-    Degradation,
-    GaussianNoise,
-    OneOf,
-    PoissonNoise,
-    Resize,
-    _check_image,
-    _uniform,
-    filter2d,
-    filter2d_separable,
-    jpeg_compress,
-    quantize_8bit,
-    resize,
-)
+from irc.operators.degradation import Degradation, OneOf
+from irc.operators.filtering import filter2d, filter2d_separable
+from irc.operators.jpeg import JPEG, jpeg_compress
+from irc.operators.noise import GaussianNoise, PoissonNoise
+from irc.operators.pixels import _check_image, quantize_8bit
+from irc.operators.resampling import Resize, resize
+from irc.operators.seeding import _uniform
 
 __all__ = ["RealESRGANConfig", "RealESRGANDegradation", "usm_sharpen"]
 

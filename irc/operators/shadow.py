@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from irc.operators.degradations import Degradation, _check_image, _generator, _randint, _seed, _uniform, _work
+from irc.operators.degradation import Degradation
+from irc.operators.pixels import _check_image, _work
+from irc.operators.seeding import _generator, _randint, _seed, _uniform
 
 __all__ = ["Shadow"]
 
