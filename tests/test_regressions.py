@@ -6,12 +6,15 @@ Each failed before its fix.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from irc.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_eval_bench_and_measurement_pick_lorun_weights_by_task(tmp_path, capsys, data_root):
@@ -143,3 +146,43 @@ def test_exported_weights_and_checkpoints_follow_the_umask(tmp_path):
         os.umask(old)
     assert (os.stat(weights).st_mode & 0o777) == 0o644
     assert (os.stat(tmp_path / "ckpt" / TENSORS).st_mode & 0o777) == 0o644
+
+
+def test_eval_default_folder_names_the_protocol(tmp_path, monkeypatch, capsys, data_root):
+    """Issue 14.5: a second protocol of the same set no longer overwrites the first's results."""
+    from irc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for scale in ("4", "2"):
+        assert main(["eval", "-m", "bicubic", "--dataset", "set5", "--scale", scale, "--limit", "1", "-q"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "eval-results").iterdir()) == ["set5-sr-x2", "set5-sr-x4"]
+
+
+def test_eval_needs_a_method_and_prints_identical_for_zero_error(tmp_path, monkeypatch, capsys, data_root):
+    """Issue 14.6: no silent default method, and no `inf` row."""
+    from irc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--dataset", "set11"]) == 2
+    assert "name the method" in capsys.readouterr().err
+    assert main(["eval", "-m", "identity", "--dataset", "cbsd68", "--task", "clean", "--limit", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "identical" in out and "inf" not in out
+
+
+def test_default_model_tiles_within_the_measured_bound():
+    """Issue 14.7: the card's figure for the shipped photo model holds (fp32: --tile 128 moves a
+    pixel by at most 2 grey levels against the whole image, with the default overlap)."""
+    import numpy as np
+
+    from irc.io import read_image
+    from irc.pipeline import restore_tensor
+    from irc.restore import load_method
+
+    method = load_method("tur", None, task=None, device="cpu", dtype="fp32", offline=True)
+    pixels = read_image(REPO / "examples" / "astronaut.png").pixels[:, 96:352, 96:352]
+    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
+    whole = (restore_tensor(method, x, tile=0) * 255).round()
+    tiled = (restore_tensor(method, x, tile=128) * 255).round()
+    assert float((whole - tiled).abs().max()) <= 2
