@@ -99,7 +99,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 import numpy as np
 from PIL import Image as PILImage
@@ -414,8 +414,31 @@ def _check_size(path: Path, width: int, height: int, limit: int | None, from_def
         )
 
 
+@contextlib.contextmanager
+def _libtiff_quiet(fmt: str | None) -> Iterator[None]:
+    """Keep libtiff's C-level messages ("ZIPDecode: Decoding error ...") off stderr while a
+    TIFF decodes: a bad file is reported once, as irc's one-line failure. Other formats and
+    non-main threads are left alone (the file descriptor is process-wide)."""
+    if fmt != "TIFF" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decode(path: Path, limit: int | None, from_default: bool) -> _Decoded:
-    with PILImage.open(path) as im:
+    with PILImage.open(path) as im, _libtiff_quiet(im.format):
         # The header has been parsed but no pixel decoded yet: the cheap moment to refuse.
         _check_size(path, im.width, im.height, limit, from_default)
         fmt = "JPEG" if im.format == "MPO" else im.format

@@ -173,7 +173,7 @@ class EMASpec:
 
 @dataclass(frozen=True)
 class CkptSpec:
-    """Training checkpoints (``accelerator.save_state``) in ``RUN_DIR/checkpoints``.
+    """Training checkpoints (safetensors + JSON with checksums, :mod:`irc.train.checkpoints`) in ``RUN_DIR/checkpoints``.
 
     Attributes:
         every: save every this many steps (a final one is always saved).

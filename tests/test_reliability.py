@@ -185,3 +185,23 @@ def test_reliability_probe_slice(tmp_path):
     for key in ("tracebacks", "partial_files", "wrong_exits", "good_files_lost", "code_executed", "resume_mismatches"):
         assert figures[key] == 0, (key, figures)
     assert figures["cases"] >= 120
+
+
+def test_libtiff_messages_stay_off_stderr(tmp_path):
+    """A damaged deflate TIFF made libtiff print "ZIPDecode: Decoding error ..." (C-level stderr)
+    beside irc's own one-line failure."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    pixels = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "t.tif", compression="tiff_adobe_deflate")
+    data = bytearray((tmp_path / "t.tif").read_bytes())
+    for i in range(200, 260):
+        data[i] ^= 0x55
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    done = subprocess.run([sys.executable, "-m", "irc", "restore", "-m", "identity", str(tmp_path / "bad.tif"), "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("failed ") and "Decod" not in done.stderr.replace("decoder error", ""), done.stderr

@@ -638,8 +638,9 @@ class _Trainer:
         self.metrics = Metrics(self.run_dir, enabled=self.main, resume_step=self.step if own_history else None, quiet=self.quiet)
         target = recipe.steps if stop_at is None else min(recipe.steps, int(stop_at))
         self.progress = Progress(target, self.step, enabled=self.main and not self.quiet)
-        for warning in skipped:
-            self.progress.note(f"warning: {warning.message}")
+        for warning in skipped:  # a skipped (corrupt) checkpoint is said even with --quiet
+            if self.main:
+                print(f"warning: {warning.message}", file=sys.stderr, flush=True)
         per_step = recipe.batch * recipe.grad_accum * self.world
         params = {g: sum(p.numel() for p in ps) for g, ps in self.groups.items()}
         self.progress.note(
