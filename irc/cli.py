@@ -596,7 +596,7 @@ def datasets_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Benchmarks (for `irc eval`) and training sets (for recipes), and whether each is present."""
-    from irc.data.benchmarks import BENCHMARKS, TRAINING_SETS
+    from irc.data.registry import BENCHMARKS, TRAINING_SETS
 
     rows = []
     for kind, table in (("benchmark", BENCHMARKS), ("training", TRAINING_SETS)):
@@ -629,7 +629,7 @@ def datasets_fetch(
     offline: bool = typer.Option(False, "--offline", help="Do not download; say what to place where."),
 ) -> None:
     """Download, verify (sha256) and unpack datasets that have a registered address."""
-    from irc.data.benchmarks import fetch_dataset
+    from irc.data.fetching import fetch_dataset
 
     for name in names:
         typer.echo(f"{name}: {fetch_dataset(name, root=data_root, offline=offline or None)}")

@@ -2,7 +2,7 @@
 
 For each (method, weights) pair every sample of the benchmark is restored from its degraded
 input (``Sample.lq``) and compared with the ground truth under the dataset's
-:class:`~irc.data.benchmarks.Protocol` (colour space, crop border, 8-bit rounding). Results are
+:class:`~irc.data.protocols.Protocol` (colour space, crop border, 8-bit rounding). Results are
 per-image rows (CSV and JSONL) and a summary JSON carrying a fingerprint of the whole protocol:
 metric conventions, degradation seeds and the weights' sha256, so two numbers are only compared
 when they were measured the same way. Everything is seeded: the same command gives the same
@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from irc import __version__
-from irc.data.benchmarks import Benchmark, Protocol
+from irc.data.benchmarks import Benchmark
+from irc.data.protocols import Protocol
 from irc.errors import IrcError
 from irc.methods.base import Method
 from irc.metrics import psnr, ssim

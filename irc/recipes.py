@@ -86,7 +86,7 @@ class DataSpec:
 
     Attributes:
         train: training-set names (``train400``, ``t91``, ``bsd200``, ``div2k-crops``, see
-            ``irc.data.benchmarks.TRAINING_SETS``) or folders / image files. Relative paths are
+            ``irc.data.registry.TRAINING_SETS``) or folders / image files. Relative paths are
             looked up in the current directory, then beside the recipe file.
         root: data root for the named sets (default: ``$IRC_DATA_ROOT``, else the cache).
         crop: edge of the square training crops, in pixels.
@@ -100,10 +100,10 @@ class DataSpec:
         workers: DataLoader worker processes per training process (0 = load in the main one).
         cache: keep decoded images in memory (each worker holds its own copy).
         pairs: real degraded/clean pairs added to the stream, each ``[task, pair_set]`` for a named
-            set under the data root (``polyu-train``, see ``irc.data.benchmarks.PAIR_SETS``),
+            set under the data root (``polyu-train``, see ``irc.data.registry.PAIR_SETS``),
             ``[task, lq_folder, gt_folder]`` or ``[task, lq_folder, gt_folder, pairing]`` (e.g. ``["rain", "Rain100L/train/rainy",
             "Rain100L/train/norain", "rain"]``): files pair by name (``pairing``: ``stem``, the
-            default, ``rain`` or ``reside``, see ``irc.data.benchmarks.PAIRING_RULES``), crops are
+            default, ``rain`` or ``reside``, see ``irc.data.registry.PAIRING_RULES``), crops are
             aligned, the input is used as is (no synthetic degradation) and the sample carries
             the ``task`` label (use the mixture's names, ``rain``, ``haze``, ``dark``, ``blur``,
             to share a task group with synthetic samples). Relative folders are looked up under
@@ -463,7 +463,7 @@ def _resolve_pair_paths(pairs: tuple[tuple[str, ...], ...], base: Path | None, r
 
 def _resolve_train_paths(entries: tuple[str, ...], base: Path | None) -> tuple[str, ...]:
     """Named training sets stay names; existing relative paths become absolute."""
-    from irc.data.benchmarks import TRAINING_SETS
+    from irc.data.registry import TRAINING_SETS
 
     resolved = []
     for entry in entries:
@@ -572,9 +572,9 @@ def _check_ranges(recipe: Recipe) -> None:
             f"recipe data.pairs need a degradation that keeps the image size and the target "
             f"(none, noise, jpeg, mixture or task), not {d.degradation!r}"
         )
-    from irc.data.benchmarks import PAIRING_RULES
+    from irc.data.registry import PAIRING_RULES
 
-    from irc.data.benchmarks import PAIR_SETS
+    from irc.data.registry import PAIR_SETS
 
     for entry in d.pairs:
         named = len(entry) == 2 and entry[1].strip().lower() in PAIR_SETS

@@ -22,18 +22,17 @@ import torch
 from PIL import Image
 
 import irc.data as irc_data
-from irc.data.benchmarks import (
+from irc.data.benchmarks import Benchmark, open_benchmark
+from irc.data.fetching import fetch_dataset
+from irc.data.protocols import Protocol
+from irc.data.registry import (
     POLYU_TEST_SCENES,
     pair_set_files,
     polyu_scene,
     BENCHMARKS,
     TRAINING_SETS,
-    Benchmark,
     BenchmarkInfo,
-    Protocol,
     benchmark_names,
-    fetch_dataset,
-    open_benchmark,
     training_files,
 )
 from irc.data.folders import ImageFolder, PairedFolder
@@ -377,7 +376,7 @@ def test_istd_standin_has_masks(tmp_path):
 
 
 def test_ohaze_standin_scores_scenes_41_to_45_and_trains_on_the_rest(tmp_path):
-    from irc.data.benchmarks import pair_set_files
+    from irc.data.registry import pair_set_files
 
     for scene in (1, 2, 40, 41, 45):
         save_png(tmp_path / "O-HAZE" / "hazy" / f"{scene:02d}_outdoor_hazy.png", flat(scene + 100))
@@ -619,7 +618,7 @@ def _toy_info(url: str, sha256: str) -> BenchmarkInfo:
 
 
 def _toy_find(folder: Path):
-    from irc.data.benchmarks import _paired
+    from irc.data.registry import _paired
 
     return _paired("low", "high")(folder)
 

@@ -336,7 +336,7 @@ def test_cli_restore_measurement_file(tmp_path):
 
 
 def test_cassi_spectral_scores_follow_mst():
-    from irc.data.benchmarks import Protocol
+    from irc.data.protocols import Protocol
     from irc.evaluate import score
 
     gt = torch.rand(28, 16, 16)

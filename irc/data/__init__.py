@@ -6,15 +6,18 @@ Submodules (imported explicitly, so that ``import irc.data`` stays cheap and tor
   (aligned crops of degraded / clean pairs, optionally at an integer scale), ``CubeFolder``
   (hyperspectral crops); synthetic degradations are applied by the training loop
   (:mod:`irc.train.data`).
+* :mod:`irc.data.registry`: the named datasets (``BENCHMARKS``, ``TRAINING_SETS``,
+  ``PAIR_SETS``), their folders and layouts; ``training_files`` lists a training set.
+* :mod:`irc.data.protocols`: :class:`~irc.data.protocols.Protocol`, the exact scoring protocol
+  papers use (colour space, crop border, 8-bit rounding, how the degraded input is made, seeds).
 * :mod:`irc.data.benchmarks`: ``open_benchmark(name, ...)`` returns the samples of a named test
-  set together with the exact :class:`~irc.data.benchmarks.Protocol` papers use to score it
-  (colour space, crop border, 8-bit rounding, how the degraded input is made, seeds);
-  ``training_files`` lists the training sets; ``fetch_dataset`` downloads and unpacks a set.
+  set together with its protocol.
+* :mod:`irc.data.fetching`: ``fetch_dataset`` downloads and unpacks a set.
 
 Where data lives is one setting, resolved by :func:`data_root`: an explicit path (the CLI's
 ``--data-root``) wins over the environment variable ``IRC_DATA_ROOT``, which wins over
 ``<cache_dir()>/data`` (``~/.cache/irc/data`` by default). Each dataset is a folder under that
-root; ``irc.data.benchmarks.BENCHMARKS`` documents every folder's layout.
+root; ``irc.data.registry.BENCHMARKS`` documents every folder's layout.
 
 Randomness is keyed, never sequential: every random choice (a crop position, a noise field, a
 degradation's parameters) is drawn from a generator seeded with a tuple such as

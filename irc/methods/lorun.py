@@ -327,7 +327,7 @@ def pca_matrix(m: int, block: int = 33, *, blocks: int = 40000, seed: int = 0) -
     import numpy as np
 
     from irc.data._common import grey_float, read_float
-    from irc.data.benchmarks import training_files
+    from irc.data.registry import training_files
 
     files = training_files("train400")
     rng = np.random.default_rng(seed)

@@ -161,7 +161,7 @@ def training_stream(recipe: Recipe) -> _TrainingStream:
     """Clean crops from ``data.train`` and real pairs from ``data.pairs``, one sample stream."""
     from irc.data.folders import CubeFolder, PairByKey, PairedFolder
 
-    from irc.data.benchmarks import PAIRING_RULES, pair_set_files
+    from irc.data.registry import PAIRING_RULES, pair_set_files
 
     d = recipe.data
     if not d.train and not d.pairs:
@@ -189,7 +189,7 @@ def training_stream(recipe: Recipe) -> _TrainingStream:
 def training_dataset(recipe: Recipe) -> Dataset:
     """The recipe's clean training crops: an :class:`ImageFolder`, or a :class:`CubeFolder` when
     every source holds hyperspectral ``.mat`` cubes (named set ``cave``, or such folders)."""
-    from irc.data.benchmarks import TRAINING_SETS, training_files
+    from irc.data.registry import TRAINING_SETS, training_files
     from irc.data.folders import CubeFolder, ImageFolder
 
     d = recipe.data

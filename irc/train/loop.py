@@ -186,7 +186,7 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
     Folder paths in the data section keep only their last component: released weights should
     not carry a user's directory layout.
     """
-    from irc.data.benchmarks import TRAINING_SETS
+    from irc.data.registry import TRAINING_SETS
 
     public = recipe_to_dict(recipe)
     public["data"]["train"] = [e if e in TRAINING_SETS else Path(e).name for e in recipe.data.train]
