@@ -146,6 +146,23 @@ def remove_stale_temporaries(target: str | os.PathLike) -> int:
     return removed
 
 
+def remove_stale_claim(target: str | os.PathLike) -> bool:
+    """Delete the claim of ``target`` left by a dead writer (killed after its output was in
+    place, before it released the claim); returns whether one was removed."""
+    target = Path(target)
+    claim = target.parent / f".{target.name}{CLAIM_SUFFIX}"
+    try:
+        owner = claim.read_text().strip()
+    except OSError:
+        return False
+    if owner and _alive(owner, claim):
+        return False
+    with contextlib.suppress(OSError):
+        claim.unlink()
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def claim_output(target: str | os.PathLike) -> Iterator[str | None]:
     """Own ``target`` while computing it: yields ``None`` when claimed (released on exit), or the

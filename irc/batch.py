@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from irc.atomic import remove_stale_claim
 from irc.errors import IrcError, UsageError
 from irc.io import SUPPORTED_SUFFIXES, is_image_path
 
@@ -315,10 +316,11 @@ def run_batch(
             record: dict[str, Any] = {"input": str(job.item.path), "output": str(job.output)}
             try:
                 if job.output.exists() and not overwrite:
-                    record["status"] = "skipped"
-                    report.skipped += 1
                     if job.output.is_dir():
                         raise IrcError(f"{job.output} is a directory, not an output image: choose another --output or --name-template")
+                    record["status"] = "skipped"
+                    report.skipped += 1
+                    remove_stale_claim(job.output)  # a killed run's, left beside its finished output
                     change = why_skipped(job) if why_skipped is not None and job.output.is_file() else None
                     if change:
                         record["differs"] = change

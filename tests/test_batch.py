@@ -231,3 +231,19 @@ def test_same_names_in_two_folders_get_a_hint_that_works(tmp_path, capsys):
     for folder, value in (("c1", 10), ("c2", 200)):
         with Image.open(out / folder / "x_identity.png") as im:
             assert np.asarray(im)[0, 0, 0] == value
+
+
+def test_a_killed_writers_claim_beside_its_finished_output_is_cleared(tmp_path):
+    """A run killed after its output was in place, before it released the claim, left
+    `.x.png.irc-claim` behind for good: the next run skips the output and clears the claim."""
+    from irc.atomic import CLAIM_SUFFIX, remove_stale_claim
+
+    out = tmp_path / "x.png"
+    out.write_bytes(b"done")
+    claim = tmp_path / f".x.png{CLAIM_SUFFIX}"
+    claim.write_text("")  # killed between O_EXCL and writing its tag
+    assert remove_stale_claim(out) and not claim.exists()
+    from irc.atomic import writer_tag
+
+    claim.write_text(writer_tag())  # this live process: kept
+    assert not remove_stale_claim(out) and claim.exists()
