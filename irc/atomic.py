@@ -146,21 +146,29 @@ def remove_stale_temporaries(target: str | os.PathLike) -> int:
     return removed
 
 
-def remove_stale_claim(target: str | os.PathLike) -> bool:
-    """Delete the claim of ``target`` left by a dead writer (killed after its output was in
-    place, before it released the claim); returns whether one was removed."""
-    target = Path(target)
-    claim = target.parent / f".{target.name}{CLAIM_SUFFIX}"
+def _claim_of(target: Path) -> Path:
+    return target.parent / f".{target.name}{CLAIM_SUFFIX}"
+
+
+def _live_holder(claim: Path) -> str | None:
+    """The writer tag of the live process holding ``claim``; a dead writer's claim (or one left
+    empty by a writer killed before writing its tag) is deleted and ``None`` returned."""
     try:
         owner = claim.read_text().strip()
     except OSError:
-        return False
+        return None
     if owner and _alive(owner, claim):
-        return False
+        return owner
     with contextlib.suppress(OSError):
         claim.unlink()
-        return True
-    return False
+    return None
+
+
+def remove_stale_claim(target: str | os.PathLike) -> bool:
+    """Delete the claim of ``target`` left by a dead writer (killed after its output was in
+    place, before it released the claim); returns whether one was removed."""
+    claim = _claim_of(Path(target))
+    return claim.exists() and _live_holder(claim) is None and not claim.exists()
 
 
 @contextlib.contextmanager
@@ -173,21 +181,16 @@ def claim_output(target: str | os.PathLike) -> Iterator[str | None]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    claim = target.parent / f".{target.name}{CLAIM_SUFFIX}"
+    claim = _claim_of(target)
     me = writer_tag()
     for _ in range(3):
         try:
             fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
-            try:
-                owner = claim.read_text().strip()
-            except OSError:
-                continue
-            if owner and _alive(owner, claim):
-                yield owner
+            holder = _live_holder(claim)
+            if holder is not None:
+                yield holder
                 return
-            with contextlib.suppress(OSError):
-                claim.unlink()
             continue
         with os.fdopen(fd, "w") as handle:
             handle.write(me)

@@ -43,6 +43,54 @@ def _pair_runs(methods: list[str], weights: list[str]) -> list[tuple[str, str | 
     return list(zip(methods, normal))
 
 
+def load_runs(
+    methods: list[str], weights: list[str], knobs: dict[str, Any], *, device: str, dtype: str, offline, base_model: str | None = None,
+    compile: bool = False, task_of=None, check=None,
+):
+    """One :class:`~irc.evaluate.Run` per ``--method`` / ``--weights`` pair (``irc eval``,
+    ``irc compare``), each method loaded once with the options it declares; an option no method
+    declares is an error listing the valid ones, and so is the same pair twice.
+
+    Args:
+        task_of: ``(method class, its options) -> task`` choosing default weights (default: its
+            ``task`` option).
+        check: ``(method, its options) -> None`` validating the options before any image
+            (default: :meth:`~irc.methods.base.Method.knob_values`).
+    """
+    from irc.evaluate import Run
+    from irc.methods import get_method
+
+    for key in knobs:
+        if not any(key in get_method(m).knob_names() for m in methods):
+            get_method(methods[0]).check_knobs({key: knobs[key]})  # the usual error, listing the valid options
+    runs = []
+    for name, weights_name in _pair_runs(methods, weights):
+        cls = get_method(name)
+        own = {k: v for k, v in knobs.items() if k in cls.knob_names()}
+        task = task_of(cls, own) if task_of else own.get("task")
+        method = load_method(name, weights_name, task=task, device=device, dtype=dtype, offline=offline, base_model=base_model, compile=compile)
+        (check or (lambda m, o: m.knob_values(o)))(method, own)  # a mismatch fails before the first image
+        label = name if weights_name is None else f"{name}:{Path(weights_name).stem}"
+        runs.append(Run(label=label, method=method, knobs=own, weights=weights_name))
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
+    return runs
+
+
+def report_footer(runs, command: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The footer of a picture report: the command and the software, and each run's weights
+    with their sha256."""
+    import torch
+
+    from irc import __version__
+
+    dtypes = ", ".join(sorted({str(r.method.dtype).replace("torch.", "") for r in runs}))
+    commands = [command, f"irc {__version__}, torch {torch.__version__}, device {runs[0].method.device}, {dtypes}"]
+    weights = [{"label": r.label, "weights": r.weights or "default", "sha256": r.method.weights_sha256 or "(no weights)"} for r in runs]
+    return commands, weights
+
+
 def run_eval(
     *, dataset: str, methods: list[str], weights: list[str], scale, noise, quality, kernel, task, knobs: dict[str, Any], seed: int,
     limit, data_root, output: Path | None, save_images: Path | None, device: str, dtype: str, tile, tile_overlap, offline, as_json: bool, quiet: bool,
@@ -52,7 +100,7 @@ def run_eval(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from irc.data.benchmarks import open_benchmark
-    from irc.evaluate import Run, evaluate, json_safe, method_task, protocol_knobs, write_results
+    from irc.evaluate import evaluate, json_safe, method_task, protocol_knobs, write_results
 
     bench = open_benchmark(dataset, root=data_root, scale=scale, noise=noise, quality=quality, kernel=kernel, task=task, seed=seed, limit=limit, blur=blur)
     # the default folder names the whole protocol, so runs of other protocols never overwrite it
@@ -60,25 +108,13 @@ def run_eval(
     _probe_writable_dir(out_dir)  # fail before hours of evaluation, not after
     if report is not None:
         _probe_writable_dir(report)
-    runs = []
-    pairs = _pair_runs(methods, weights)
-    for method_name, weights_name in pairs:
-        from irc.methods import get_method
-
-        cls = get_method(method_name)
-        own = {k: v for k, v in knobs.items() if k in cls.knob_names()}
-        unknown = [k for k in knobs if not any(k in get_method(m).knob_names() for m in methods)]
-        if unknown:
-            cls.check_knobs({unknown[0]: knobs[unknown[0]]})  # the usual error, listing the valid options
+    protocol = bench.protocol
+    runs = load_runs(
+        methods, weights, knobs, device=device, dtype=dtype, offline=offline, base_model=base_model,
         # default weights follow the benchmark protocol's task (set11 -> cs, cbsd68 noise -> noise)
-        task = own.get("task") or method_task(cls, bench.protocol)
-        method = load_method(method_name, weights_name, task=task, device=device, dtype=dtype, offline=offline, base_model=base_model)
-        method.knob_values(protocol_knobs(method, bench.protocol, own))  # a mismatch fails before the first image
-        label = method_name if weights_name is None else f"{method_name}:{Path(weights_name).stem}"
-        runs.append(Run(label=label, method=method, knobs=own, weights=weights_name))
-    labels = [r.label for r in runs]
-    if len(set(labels)) != len(labels):
-        raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
+        task_of=lambda cls, own: own.get("task") or method_task(cls, protocol),
+        check=lambda method, own: method.knob_values(protocol_knobs(method, protocol, own)),
+    )  # fmt: skip
 
     err = Console(stderr=True, emoji=False)
     results = []
@@ -87,11 +123,8 @@ def run_eval(
     with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
         for run in runs:
             task_id = bar.add_task(f"{run.label} on {bench.name}", total=len(bench))
-            keep = kept.setdefault(run.label, {}).__setitem__ if report is not None else None
-            results.append(evaluate(
-                run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id),
-                keep=(lambda i, sample, restored, row: keep(i, (sample, restored, row)) if i < report_images else None) if keep else None,
-            ))  # fmt: skip
+            keep = _keeper(kept.setdefault(run.label, {}), report_images) if report is not None else None
+            results.append(evaluate(run, bench, tile=tile, tile_overlap=tile_overlap, save_images=save_images, progress=lambda: bar.advance(task_id), keep=keep))
             written = write_results(results, out_dir)  # after every run: a later failure keeps these
     summaries = [r.summary for r in results]
     if as_json:
@@ -116,12 +149,19 @@ def run_eval(
     return 0
 
 
+def _keeper(store: dict[int, tuple], count: int):
+    """``evaluate``'s ``keep`` callback for ``--report``: the first ``count`` images of a run."""
+
+    def keep(index, sample, restored, row) -> None:
+        if index < count:
+            store[index] = (sample, restored, row)
+
+    return keep
+
+
 def write_eval_report(folder: Path, bench, runs, kept: dict[str, dict[int, tuple]], *, command: str) -> list[Path]:
     """``irc eval --report``: the first images of the benchmark as pictures (:mod:`irc.report`):
     degraded input, every run and the ground truth, scored as the eval table scores them."""
-    import torch
-
-    from irc import __version__
     from irc.report import Panel, ReportImage, choose_boxes, to_common_size, write_report
 
     images = []
@@ -138,8 +178,7 @@ def write_eval_report(folder: Path, bench, runs, kept: dict[str, dict[int, tuple
         outputs = [Panel(r.label, kept[r.label][index][1].clamp(0, 1).float().numpy(), {k.upper(): kept[r.label][index][2][k] for k in ("psnr", "ssim")}) for r in runs]
         images.append(ReportImage(sample.name, [shown, *outputs, Panel("ground truth", gt, kind="reference")], scored_against=f"the ground truth ({bench.protocol.color.upper()}, border {bench.protocol.crop_border})"))
     boxes = [choose_boxes(image.panels, size=64, count=2) for image in images]
-    weights = [{"label": r.label, "weights": r.weights or "default", "sha256": r.method.weights_sha256 or "(no weights)"} for r in runs]
-    commands = [command, f"irc {__version__}, torch {torch.__version__}, device {runs[0].method.device}"]
+    commands, weights = report_footer(runs, command)
     return write_report(images, folder, title=f"irc eval: {bench.name}, {protocol_label(bench.protocol, readable=True)}", commands=commands, weights=weights, boxes=boxes)
 
 

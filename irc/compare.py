@@ -20,16 +20,6 @@ from irc.report import Box, Panel, ReportImage, choose_boxes, parse_box, to_comm
 
 
 @dataclass
-class Column:
-    """One method with one set of weights: a column of the report."""
-
-    label: str
-    method: Any
-    knobs: dict[str, Any]
-    weights: str | None
-
-
-@dataclass
 class CompareRequest:
     inputs: list[str]
     methods: list[str]
@@ -67,30 +57,6 @@ def image_scores(restored: np.ndarray, reference: np.ndarray) -> dict[str, float
     return {"PSNR": float(psnr(a, b, round_to_uint8=True)[0]), "SSIM": float(ssim(a, b, round_to_uint8=True)[0])}
 
 
-def build_columns(request: CompareRequest) -> list[Column]:
-    """Load every (method, weights) pair once; options a column's method does not take are left
-    to the others (an option no method takes is an error)."""
-    from irc.commands import _pair_runs
-    from irc.methods import get_method
-    from irc.restore import load_method
-
-    for key in request.knobs:
-        if not any(key in get_method(m).knob_names() for m in request.methods):
-            get_method(request.methods[0]).check_knobs({key: request.knobs[key]})  # the usual error, listing the valid options
-    columns = []
-    for name, weights in _pair_runs(request.methods, request.weights):
-        cls = get_method(name)
-        own = {k: v for k, v in request.knobs.items() if k in cls.knob_names()}
-        method = load_method(name, weights, task=own.get("task"), device=request.device, dtype=request.dtype, offline=request.offline, base_model=request.base_model, compile=request.compile)
-        method.knob_values(own)  # a mismatch fails before the first image
-        label = name if weights is None else f"{name}:{Path(weights).stem}"
-        columns.append(Column(label, method, own, weights))
-    labels = [c.label for c in columns]
-    if len(set(labels)) != len(labels):
-        raise UsageError(f"the same method and weights appear twice: {', '.join(labels)}")
-    return columns
-
-
 def find_references(reference: Path | None, items: list) -> dict[Path, Path]:
     """Input path -> its ground truth: the file itself for one input, else the file of the same
     stem in the ``reference`` folder. Inputs without one are reported, not guessed."""
@@ -120,8 +86,8 @@ def run_compare(request: CompareRequest) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from irc import __version__
     from irc.batch import expand_inputs
+    from irc.commands import load_runs, report_footer
     from irc.io import read_image
     from irc.pipeline import restore_image
     from irc.runner import StageRunner
@@ -135,7 +101,10 @@ def run_compare(request: CompareRequest) -> int:
     if not expanded.items:
         raise UsageError("no input images given (files, directories or glob patterns)")
     references = find_references(request.reference, expanded.items)
-    columns = build_columns(request)
+    columns = load_runs(
+        request.methods, request.weights, request.knobs, device=request.device, dtype=request.dtype, offline=request.offline,
+        base_model=request.base_model, compile=request.compile,
+    )  # fmt: skip
 
     err = Console(stderr=True, emoji=False)
     images: list[ReportImage] = []
@@ -152,10 +121,7 @@ def run_compare(request: CompareRequest) -> int:
                 progress.advance(task)
             images.append(row_for(key, image.pixels, outputs, read_image(references[item.path]).pixels if item.path in references else None))
     boxes = [choose_boxes(row.panels, size=request.crop_size, count=request.crops, user=user_boxes) for row in images]
-    weights = [{"label": c.label, "weights": c.weights or "default", "sha256": c.method.weights_sha256 or "(no weights)"} for c in columns]
-    import torch
-
-    commands = [request.command, f"irc {__version__}, torch {torch.__version__}, device {columns[0].method.device}, {', '.join(sorted({str(c.method.dtype).replace('torch.', '') for c in columns}))}"]
+    commands, weights = report_footer(columns, request.command)
     title = f"irc compare: {', '.join(c.label for c in columns)}"
     written = write_report(images, request.output, title=title, commands=commands, weights=weights, boxes=boxes, sheet_format=request.sheet_format)
     print(written[0])
