@@ -110,6 +110,11 @@ class DataSpec:
             the data root, then the current directory, then beside the recipe.
         pair_repeat: virtual copies of every pair list per epoch (e.g. PromptIR repeats
             Rain100L 120 times), so that small real sets weigh against the clean images.
+        task_probs: ``mixture:`` degradations only: the share of each of the mixture's tasks,
+            in its order (``photo``: clean, noise, jpeg, blur, sr; normalised); empty for the
+            mixture's own shares.
+        strong_jpeg: ``mixture:photo`` only: the fraction of its ``jpeg`` samples compressed at
+            quality 10-30 instead of 10-95 (0 by default; the photo model's second stage).
     """
 
     train: tuple[str, ...] = ()
@@ -123,6 +128,8 @@ class DataSpec:
     degradation: str = "none"
     workers: int = 0
     cache: bool = False
+    task_probs: tuple[float, ...] = ()
+    strong_jpeg: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -552,6 +559,23 @@ def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str
     return recipe
 
 
+def _check_mixture_options(d: DataSpec, spec: DegradationSpec) -> None:
+    """``data.task_probs`` and ``data.strong_jpeg`` fit the recipe's degradation."""
+    if d.task_probs:
+        if spec.kind != "mixture":
+            raise UsageError(f"recipe data.task_probs needs a mixture: degradation, not {d.degradation!r}")
+        from irc.operators.presets import mixture_tasks
+
+        tasks = mixture_tasks(str(spec.name))
+        if len(d.task_probs) != len(tasks) or any(p < 0 for p in d.task_probs) or sum(d.task_probs) <= 0:
+            raise UsageError(f"recipe data.task_probs needs {len(tasks)} shares >= 0, not all zero, for the tasks {', '.join(tasks)}; got {list(d.task_probs)}")
+    if d.strong_jpeg:
+        if d.degradation != "mixture:photo":
+            raise UsageError(f"recipe data.strong_jpeg is for degradation = \"mixture:photo\", not {d.degradation!r}")
+        if not 0.0 <= d.strong_jpeg <= 1.0:
+            raise UsageError(f"recipe data.strong_jpeg must be in [0, 1], got {d.strong_jpeg}")
+
+
 def _check_ranges(recipe: Recipe) -> None:
     def positive(value: float | None, name: str, *, zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not zero)):
@@ -567,6 +591,7 @@ def _check_ranges(recipe: Recipe) -> None:
     positive(d.workers, "data.workers", zero=True)
     positive(d.pair_repeat, "data.pair_repeat")
     spec = parse_degradation(d.degradation)
+    _check_mixture_options(d, spec)
     if d.pairs and spec.kind not in ("none", "noise", "jpeg", "mixture", "task"):
         raise UsageError(
             f"recipe data.pairs need a degradation that keeps the image size and the target "

@@ -26,13 +26,32 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
-__all__ = ["TrainingDegradation", "training_degradation"]
+__all__ = ["TrainingDegradation", "mixture_tasks", "training_degradation"]
 
 TrainingDegradation = Callable[[Tensor, np.random.Generator], tuple[Tensor, Tensor, "str | None"]]
 
 
-def training_degradation(kind: str, low: float = 0.0, high: float = 0.0, name: str = "") -> TrainingDegradation:
-    """The per-sample degradation of a recipe (see the module table)."""
+def _mixture(name: str, probs: tuple[float, ...] = (), strong_jpeg: float = 0.0):
+    from irc.operators.mixtures import mio_seven_task_mixture, three_task_mixture
+    from irc.operators.photo import photo_mixture
+
+    if name == "photo":
+        return photo_mixture(probs or None, strong_jpeg=strong_jpeg)
+    return {"mio7": mio_seven_task_mixture, "three": three_task_mixture}[name](**({"probs": probs} if probs else {}))
+
+
+def mixture_tasks(name: str) -> tuple[str, ...]:
+    """The task names of ``mixture:NAME``, in order (what ``data.task_probs`` lists shares of)."""
+    return _mixture(name).tasks
+
+
+def training_degradation(
+    kind: str, low: float = 0.0, high: float = 0.0, name: str = "", *, task_probs: tuple[float, ...] = (), strong_jpeg: float = 0.0
+) -> TrainingDegradation:
+    """The per-sample degradation of a recipe (see the module table).
+
+    ``task_probs`` and ``strong_jpeg`` adjust a mixture (see ``irc.recipes.DataSpec``).
+    """
     if kind == "none":
         return lambda x, rng: (x, x, None)
     if kind == "bicubic":
@@ -47,10 +66,7 @@ def training_degradation(kind: str, low: float = 0.0, high: float = 0.0, name: s
         op = GaussianNoise(sigma_range=(low, high), gray_prob=0.0, clip=False) if kind == "noise" else JPEG(quality_range=(int(low), int(high)))
         return lambda x, rng: (op.apply(x, op.sample(rng)), x, None)
     if kind == "mixture":
-        from irc.operators.mixtures import mio_seven_task_mixture, three_task_mixture
-        from irc.operators.photo import photo_mixture
-
-        mixture = {"mio7": mio_seven_task_mixture, "three": three_task_mixture, "photo": photo_mixture}[name]()
+        mixture = _mixture(name, tuple(task_probs), strong_jpeg)
 
         def mixed(x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor, str]:
             params = mixture.sample(rng)

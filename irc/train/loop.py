@@ -478,7 +478,7 @@ class _Trainer:
             generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
         )  # fmt: skip
         self._loader_iter = iter(loader)
-        self.synth = Synthesizer(recipe.data.degradation, recipe.seed)
+        self.synth = Synthesizer(recipe.data.degradation, recipe.seed, task_probs=recipe.data.task_probs, strong_jpeg=recipe.data.strong_jpeg)
 
     def _next_batch(self) -> TrainBatch:
         gt, real_lq, tasks, positions = next(self._loader_iter)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from irc.errors import UsageError
+from irc.errors import UsageError, WeightsError
 from irc.methods.base import Component, Method, TrainBatch
 from irc.methods.options import OPTIONS
 from irc.methods.tur.head import UncertaintyHead
@@ -72,6 +72,9 @@ class TURConfig:
             collapsed to the identity (measured over 400 steps on the photo mixture: sigma-25
             noise 20.5 -> 20.5 dB with it, 20.5 -> 24.9 dB without; plain L1 26.3 dB). The task
             weighting of the loss, TUR's point, is unchanged.
+        init_from: training only: weights (of this architecture) whose backbone a run starts
+            from, e.g. an earlier stage's export (the photo model's second stage). The head starts
+            fresh; not kept in the exported weights' config.
     """
 
     backbone: Literal["nafnet", "promptir", "convunet"] = "nafnet"
@@ -91,6 +94,7 @@ class TURConfig:
     condition_prob: float = 0.5
     uncertainty_floor: float = 1e-6
     head_gradient: bool = True
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         # bounds that no real network approaches: a config asking for more is a wrong or hostile
@@ -166,6 +170,35 @@ class TUR(Method):
     # bytes_per_pixel: 870 measured for the photo model's U-Net untiled at 1 MP (fp32, no grad)
     tile_spec: ClassVar[TileSpec] = TileSpec(support="supported", multiple_of=8, overlap=64, bytes_per_pixel=1024.0)
     input_kind = "rgb"
+
+    def __init__(self, config: Any = None, *, loading: bool = False, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        if self.config.init_from and not loading:
+            self._start_from(self.config.init_from)
+
+    @classmethod
+    def _loading_kwargs(cls) -> dict[str, Any]:
+        return {"loading": True}
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        meta["config"] = {**meta["config"], "init_from": ""}
+        return meta
+
+    @torch.no_grad()
+    def _start_from(self, weights: str) -> None:
+        """Load the backbone of ``weights`` (a file of the same architecture) to continue training."""
+        from irc.weights import load_weights, resolve_weights
+
+        resolved = resolve_weights(weights, method=self.name)
+        state, meta = load_weights(resolved.path)
+        if meta.get("method") not in (None, self.name):
+            raise WeightsError(f"{resolved.path}: weights are for {meta.get('method')!r}, not tur")
+        backbone = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+        try:
+            self.load_state_dict(backbone)
+        except WeightsError as err:
+            raise WeightsError(f"config.init_from {resolved.path}: {err}") from None
 
     def build_network(self) -> nn.Module:
         net = TURNetwork(build_backbone(self.config), with_head=self.config.loss == "uncertainty", head_gradient=self.config.head_gradient)
