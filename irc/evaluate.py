@@ -128,15 +128,19 @@ def evaluate(
     """
     from irc.io import Image, write_image
     from irc.pipeline import restore_tensor
+    from irc.runner import StageRunner
 
     protocol = bench.protocol
     knobs = protocol_knobs(run.method, protocol, run.knobs)
     result = EvalResult(run.label)
     for index in range(len(bench)):
         sample = bench[index]
-        torch.manual_seed(protocol.seed * 100003 + index)  # stochastic methods: the same numbers every run
+        # stochastic methods draw from a generator of their own per image, keyed by the run seed
+        # and the sample's name as irc restore keys a file by its path: the same numbers every run,
+        # whatever other images, order or limit the run has (no global torch.manual_seed)
+        runner = StageRunner(run.method.device, tile, tile_overlap, protocol.seed, [sample.name])
         start = time.perf_counter()
-        restored = restore_tensor(run.method, sample.lq[None].float(), tile=tile, tile_overlap=tile_overlap, **knobs)[0]
+        restored = restore_tensor(run.method, sample.lq[None].float(), runner=runner, **knobs)[0]
         seconds = time.perf_counter() - start
         if restored.shape != sample.gt.shape:
             raise IrcError(

@@ -198,6 +198,25 @@ def test_seeded_sampling_repeats_and_does_not_depend_on_the_batch():
     torch.testing.assert_close(both[1:], alone, rtol=0, atol=1e-6)
 
 
+def test_eval_draws_each_image_from_its_own_generator_keyed_like_restore(data_root):
+    """irc eval seeds a stochastic method per image (run seed + sample name, as irc restore keys
+    a file by its path), not from one global or anonymous generator shared by the run."""
+    from irc.data.benchmarks import open_benchmark
+    from irc.evaluate import Run, evaluate
+
+    m = tiny()
+    wake(m.network.eps_net, scale=0.3)
+    bench = open_benchmark("cbsd68", root=data_root, noise=25, seed=3, limit=2)
+    kept = {}
+    evaluate(Run("learnir", m, knobs(steps=12)), bench, keep=lambda i, sample, restored, row: kept.update({sample.name: restored}))
+    for index in range(2):
+        sample = bench[index]
+        alone = m.restore(sample.lq[None].float(), runner=StageRunner(seed=3, keys=[sample.name]), **knobs(steps=12))[0]
+        torch.testing.assert_close(kept[sample.name], alone, rtol=0, atol=0)
+    other_seed = m.restore(bench[0].lq[None].float(), runner=StageRunner(seed=4, keys=[bench[0].name]), **knobs(steps=12))[0]
+    assert (other_seed - kept[bench[0].name]).abs().max() > 1e-4
+
+
 def test_tiled_sampling_agrees_with_untiled():
     m = tiny()
     wake(m.network.eps_net, scale=0.2)
