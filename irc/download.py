@@ -11,6 +11,15 @@ Weights and data sets are fetched through :func:`download`. The guarantees it gi
 * Two processes asking for the same file do not write the same ``.part``: a small lock file
   (created with ``O_EXCL``) serialises them, and the second one finds the finished file.
 
+Why this module exists next to ``huggingface_hub``: files on the Hugging Face Hub never come
+here, :mod:`irc.hub` resolves them through ``hf_hub_download`` / ``snapshot_download`` (their
+cache shared with diffusers, ``HF_ENDPOINT``, offline mode). What is left is what that library
+does not do: plain URLs (the data sets' archives on university and archive servers, weights on
+release pages) checked against the sha256 a manifest lists, resumed across runs and guarded
+against a second process. ``huggingface_hub`` 2.x exports no generic URL download (its
+``http_get`` is internal, not in the public API), so building on it would tie irc to private
+code that may change in any release.
+
 No torch here, and no third-party HTTP client: ``urllib`` is enough and keeps the install small.
 """
 

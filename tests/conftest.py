@@ -39,6 +39,23 @@ def real_grey(real_rgb) -> np.ndarray:
     return (real_rgb * np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]).sum(0, keepdims=True)
 
 
+@pytest.fixture(scope="session")
+def example_rgb() -> np.ndarray:
+    """A 64x80 RGB crop of the bundled ``examples/chelsea.png`` (no data pack needed), float32
+    (3, H, W) in [0, 1]: fur, whiskers and a flat background."""
+    from PIL import Image
+
+    with Image.open(Path(__file__).resolve().parents[1] / "examples" / "chelsea.png") as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(arr[120:184, 200:280].transpose(2, 0, 1))
+
+
+@pytest.fixture(scope="session")
+def example_grey(example_rgb) -> np.ndarray:
+    """The same crop as luminance, (1, H, W) in [0, 1]."""
+    return (example_rgb * np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]).sum(0, keepdims=True)
+
+
 @pytest.fixture
 def time_limit():
     """Fail (rather than hang) a test that takes more than 20 s (network tests use it)."""

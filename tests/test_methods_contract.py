@@ -1,7 +1,8 @@
 """Contract tests, parametrized over the registry: every method that lands is covered.
 
 Each method is built from its declared ``tiny_config`` with random weights: no data pack, no
-network, no shipped weights (the shipped ones are loaded in tests/test_shipped_weights.py).
+network, no shipped weights (the shipped ones are loaded in tests/test_shipped_weights.py); the
+images are crops of the bundled ``examples/``.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ def test_unknown_knob_lists_valid_ones(name):
 
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("channels", [1, 3])
-def test_restore_shape_and_range(name, channels, real_rgb, real_grey):
+def test_restore_shape_and_range(name, channels, example_rgb, example_grey):
     method = build(name)
-    x = torch.from_numpy(real_rgb if channels == 3 else real_grey)[None]
+    x = torch.from_numpy(example_rgb if channels == 3 else example_grey)[None]
     knobs = defaults(method)
     y = restore_tensor(method, x, **knobs)
     scale = method.output_scale(method.knob_values(knobs))
@@ -85,7 +86,7 @@ def test_restore_shape_and_range(name, channels, real_rgb, real_grey):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_bf16_restore_agrees_with_fp32(name, real_rgb):
+def test_bf16_restore_agrees_with_fp32(name, example_rgb):
     """Every method runs in bf16 on the CPU (weights cast per component) and stays close to fp32."""
     method = build(name)
     if "bf16" not in method.dtypes:
@@ -94,7 +95,7 @@ def test_bf16_restore_agrees_with_fp32(name, real_rgb):
     low.load_state_dict(method.state_dict())
     low.to("cpu", torch.bfloat16)
     assert all(t.dtype == torch.bfloat16 for c in low.components() if not c.keep_fp32 for t in c.tensors() if t.is_floating_point())
-    x = torch.from_numpy(real_rgb)[None]
+    x = torch.from_numpy(example_rgb)[None]
     a = restore_tensor(method, x, **defaults(method))
     b = restore_tensor(low, x, **defaults(method))
     assert b.dtype == torch.float32 and b.shape == a.shape
@@ -103,11 +104,11 @@ def test_bf16_restore_agrees_with_fp32(name, real_rgb):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_tiled_restore_matches_whole_image(name, real_rgb):
+def test_tiled_restore_matches_whole_image(name, example_rgb):
     method = build(name)
     if all(s.support == "unsupported" for s in method.task_profile(method.task)["stages"].values()):
         pytest.skip(f"{name} never tiles")
-    x = torch.from_numpy(real_rgb)[None]
+    x = torch.from_numpy(example_rgb)[None]
     knobs = defaults(method)
     whole = restore_tensor(method, x, **knobs)
     multiple = max(s.multiple_of for s in method.task_profile(method.task)["stages"].values())
@@ -121,16 +122,16 @@ def test_tiled_restore_matches_whole_image(name, real_rgb):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_seeded_restore_repeats(name, real_rgb):
+def test_seeded_restore_repeats(name, example_rgb):
     method = build(name)
-    x = torch.from_numpy(real_rgb)[None]
+    x = torch.from_numpy(example_rgb)[None]
     a = restore_tensor(method, x, seed=3, **defaults(method))
     b = restore_tensor(method, x, seed=3, **defaults(method))
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_weights_round_trip(name, tmp_path, real_rgb):
+def test_weights_round_trip(name, tmp_path, example_rgb):
     """save_weights -> from_weights rebuilds the same network and the same outputs."""
     from irc.weights import save_weights
 
@@ -139,7 +140,7 @@ def test_weights_round_trip(name, tmp_path, real_rgb):
     path = save_weights(tmp_path / f"{name}.safetensors", method.state_dict(), method.metadata())
     loaded = cls.from_weights(path, device="cpu")
     assert loaded.config == method.config
-    x = torch.from_numpy(real_rgb)[None]
+    x = torch.from_numpy(example_rgb)[None]
     assert torch.equal(restore_tensor(loaded, x, **defaults(method)), restore_tensor(method, x, **defaults(method)))
 
 

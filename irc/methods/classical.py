@@ -45,7 +45,7 @@ class Bicubic(Method):
     """MATLAB-compatible bicubic resize by ``scale`` (the classical SR baseline)."""
 
     name = "bicubic"
-    summary = "MATLAB-compatible bicubic resize (the classical super-resolution baseline)"
+    summary = "MATLAB-compatible bicubic resize in float, rounded once on writing (the classical super-resolution baseline)"
     tasks = ("sr",)
     default_task = "sr"
     knobs = OPTIONS["bicubic"]
