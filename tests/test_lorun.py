@@ -124,9 +124,9 @@ def test_gradient_step_reduces_measurement_residual(task, cassi_mask):
     if task == "cs":
         op, x = m.network.cs, torch.rand(1, 1, 66, 66)
     elif task == "cassi":
-        op, x = m._cassi_op(), torch.rand(1, 28, 24, 24)
+        op, x = m.unfolding.operator({}), torch.rand(1, 28, 24, 24)
     else:
-        op, x = m._sr_op(m._kernel_tensor(0)), torch.rand(1, 3, 32, 32)
+        op, x = m.unfolding.operator({"kernel": 0}), torch.rand(1, 3, 32, 32)
     y = op.A(x)
     guess = torch.rand_like(x)
     rho = m.network.rho()[0]
@@ -261,7 +261,7 @@ def test_cs_measurement_file_reconstructs_like_the_simulation(tmp_path, suffix):
     y2, size2, _ = load_cs_measurement(path)
     assert size2 == (45, 60) and torch.equal(y2, y[0].detach())
     got = m.restore_measurement(path)
-    ref = m.reconstruct_cs(y)[..., :45, :60].clamp(0, 1)
+    ref = m.reconstruct(m.network.cs, y)[..., :45, :60].clamp(0, 1)
     assert got.shape == (1, 1, 45, 60)
     assert torch.allclose(got, ref, atol=1e-6)
     with pytest.raises(UsageError, match="measurements per block"):
@@ -273,12 +273,12 @@ def test_cassi_measurement_file(tmp_path, cassi_mask):
 
     m = tiny(task="cassi", mask=str(cassi_mask))
     x = torch.rand(1, 28, 24, 24)
-    y = m._cassi_op().A(x)
+    y = m.unfolding.operator({}).A(x)
     path = tmp_path / "meas.mat"
     scipy.io.savemat(str(path), {"meas_real": y[0, 0].numpy()})
     got = m.restore_measurement(path)
     assert got.shape == (1, 28, 24, 24)
-    assert torch.allclose(got, m.reconstruct_cassi(y).clamp(0, 1), atol=1e-5)
+    assert torch.allclose(got, m.reconstruct(m.unfolding.operator({}), y).clamp(0, 1), atol=1e-5)
     # a measurement of another size needs its own mask
     big = torch.rand(1, 28, 30, 30)
     mask2 = tmp_path / "mask30.mat"
@@ -559,3 +559,20 @@ def test_cli_restore_sr_with_a_kernel_file_matches_the_named_kernel(tmp_path):
         outs.append(np.asarray(Image.open(out / "lr_lorun.png")))
     assert outs[0].shape == (24, 20, 3) and np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1
     assert main(["restore", "--method", "lorun", "--weights", str(weights), "-O", "kernel=13", "-q", str(tmp_path / "lr.png")]) == 2
+
+
+def test_every_task_is_one_class_over_the_same_unfolding_core():
+    """LoRun's tasks are :mod:`irc.methods.lorun.tasks` classes; the method and its network never
+    branch on the task's name for what the operator does (issue #10: one core over an operator)."""
+    import inspect
+
+    from irc.methods import lorun
+    from irc.methods.lorun import TASKS, UnfoldingTask, network
+
+    assert set(TASKS) == set(LoRun.tasks) == {"cs", "cassi", "sr"}
+    for name, cls in TASKS.items():
+        assert issubclass(cls, UnfoldingTask) and cls.name == name
+        assert LoRun.task_profile(name) == cls.profile()
+    for module in (lorun.LoRun.forward, lorun.LoRun.reconstruct, lorun.LoRun.training_step, network.LoRunNet):
+        source = inspect.getsource(module)
+        assert 'task == "' not in source and "task ==" not in source, module
