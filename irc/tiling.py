@@ -442,13 +442,15 @@ def tiled(
 
     batch, _, height, width = x.shape
     out_h, out_w = int(round(height * scale)), int(round(width * scale))
-    xp, _ = pad_to_multiple(x, align, mode=pad)
-    hp, wp = int(xp.shape[-2]), int(xp.shape[-1])
+    hp, wp = height + (-height) % align, width + (-width) % align
     canvas_h, canvas_w = _scaled(hp, scale, frac), _scaled(wp, scale, frac)
-    extras = [_pad_aux(t, where, (height, width, hp, wp), (out_h, out_w, canvas_h, canvas_w), batch) for t, where in aux]
+    for t, where in aux:
+        _check_aux(t, where, (height, width) if where == "in" else (out_h, out_w), batch)
 
     tile_eff = max(align, tile // align * align) if tile > 0 else 0
     if tile <= 0 or (tile_eff >= hp and tile_eff >= wp):
+        xp, _ = pad_to_multiple(x, align, mode=pad)
+        extras = [_pad_aux(t, where, (height, width, hp, wp), (out_h, out_w, canvas_h, canvas_w), batch) for t, where in aux]
         inp = xp.to(run_device)
         out = _check_tile_output(fn(inp, *(t.to(run_device) for t, _ in extras)), inp, (canvas_h, canvas_w), scale)
         if out_channels is not None and out.shape[1] != out_channels:
@@ -479,21 +481,28 @@ def tiled(
         return min(max(_scaled(start, scale, frac), 0), canvas - size)
 
     windows = [(y0, x0, out_pos(y0, canvas_h, oth), out_pos(x0, canvas_w, otw)) for y0 in ys for x0 in xs]
+    # The input is never padded or copied whole: each window is read from ``x`` (padded at the
+    # bottom/right edge as the whole image would be). The output canvas is the only full-size
+    # buffer; the blend weights' sum is kept for one band of tile rows, and the canvas rows a
+    # band finishes (no later tile reaches them) are normalised when the next band starts.
+    # Windows run in row-major order, so every pixel sums the same terms in the same order as
+    # a full-size weight map would: the result is bit-identical to it.
     canvas: Tensor | None = None
-    weight_sum: Tensor | None = None
+    band: _WeightBand | None = None
     out_dtype: torch.dtype | None = None
     weights: dict[tuple[bool, bool, bool, bool], tuple[Tensor, Tensor]] = {}
+    pad_mode = "replicate" if pad == "reflect" and (hp - height >= height or wp - width >= width) else pad  # as pad_to_multiple
 
     for first in range(0, len(windows), tiles_per_call):
         chunk = windows[first : first + tiles_per_call]
         # Private copies: fn may work in place, and neighbouring tiles share input pixels.
-        inp = torch.cat([xp[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0, _, _ in chunk]).to(run_device, copy=True)
+        inp = torch.cat([_window(x, y0, x0, th, tw, pad_mode) for y0, x0, _, _ in chunk]).to(run_device)  # cat copies
         cut = []
-        for t, where in extras:
+        for t, where in aux:
             if where == "in":
-                cut.append(torch.cat([t[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0, _, _ in chunk]).to(run_device))
+                cut.append(torch.cat([_window(t, y0, x0, th, tw, "constant") for y0, x0, _, _ in chunk]).to(run_device))
             else:
-                cut.append(torch.cat([t[:, :, oy : oy + oth, ox : ox + otw] for _, _, oy, ox in chunk]).to(run_device))
+                cut.append(torch.cat([_window(t, oy, ox, oth, otw, "constant") for _, _, oy, ox in chunk]).to(run_device))
         outs = _check_tile_output(fn(inp, *cut), inp, (oth, otw), scale)
         del inp, cut
         if canvas is None:
@@ -501,8 +510,8 @@ def tiled(
                 raise ValueError(f"tiled: fn returned {outs.shape[1]} channels; expected {out_channels}")
             out_dtype = outs.dtype
             acc_dtype = torch.float64 if outs.dtype == torch.float64 else torch.float32
-            canvas = torch.zeros((batch, outs.shape[1], canvas_h, canvas_w), dtype=acc_dtype, device=host)
-            weight_sum = torch.zeros((1, 1, canvas_h, canvas_w), dtype=acc_dtype, device=host)
+            canvas = torch.zeros((batch, outs.shape[1], out_h, out_w), dtype=acc_dtype, device=host)
+            band = _WeightBand(canvas, oth, canvas_w)
         elif outs.shape[1] != canvas.shape[1]:
             raise ValueError(f"tiled: fn returned {outs.shape[1]} channels for one tile and {canvas.shape[1]} for another")
         for i, (y0, x0, oy, ox) in enumerate(chunk):
@@ -512,26 +521,88 @@ def tiled(
                 w_host = blend_window(oth, otw, out_ov_h, out_ov_w, blend, device=host, dtype=canvas.dtype, sides=sides)
                 weights[sides] = (w_host.to(out.device), w_host)
             w_dev, w_host = weights[sides]
-            contrib = (out.to(canvas.dtype) * w_dev).to(host)
-            canvas[:, :, oy : oy + oth, ox : ox + otw] += contrib
-            weight_sum[:, :, oy : oy + oth, ox : ox + otw] += w_host
-            del contrib, out
+            band.add(oy, ox, (out.to(canvas.dtype) * w_dev).to(host), w_host)
+            del out
         del outs
 
-    assert canvas is not None and weight_sum is not None and out_dtype is not None
-    canvas = canvas[:, :, :out_h, :out_w]
-    canvas.div_(weight_sum[:, :, :out_h, :out_w])  # in place: no third full-size copy
-    del weight_sum
+    assert canvas is not None and band is not None and out_dtype is not None
+    band.finish()
     return canvas.to(out_dtype)
 
 
-def _pad_aux(t: Tensor, where: str, in_sizes: tuple[int, int, int, int], out_sizes: tuple[int, int, int, int], batch: int) -> tuple[Tensor, str]:
-    """Check an ``aux`` tensor's size and zero-pad it like the input (its padding is cropped away)."""
+class _WeightBand:
+    """The sum of blend weights over one band of ``rows`` output rows, for a canvas filled in
+    row-major order of tiles (all tiles of a band start at the same output row).
+
+    :meth:`add` accumulates a tile into the canvas (cropped to the canvas: the padded border is
+    never stored) and its weights into the band; when a tile starts lower, the rows above it are
+    final: they are divided by their weight sum and the band moves down.
+    """
+
+    def __init__(self, canvas: Tensor, rows: int, width: int) -> None:
+        self.canvas = canvas
+        self.rows = rows
+        self.top = 0
+        self.sum = torch.zeros((1, 1, rows, width), dtype=canvas.dtype, device=canvas.device)
+        self._spare = torch.empty_like(self.sum)  # the next band, allocated once
+
+    def add(self, oy: int, ox: int, contrib: Tensor, weights: Tensor) -> None:
+        if oy != self.top:
+            self._advance(oy)
+        h, w = contrib.shape[-2:]
+        keep_h, keep_w = min(h, self.canvas.shape[-2] - oy), min(w, self.canvas.shape[-1] - ox)
+        if keep_h > 0 and keep_w > 0:
+            self.canvas[:, :, oy : oy + keep_h, ox : ox + keep_w] += contrib[:, :, :keep_h, :keep_w]
+        self.sum[:, :, :h, ox : ox + w] += weights
+
+    def _advance(self, oy: int) -> None:
+        done = oy - self.top
+        if done <= 0:
+            raise AssertionError("tiled: windows must come in row-major order")
+        self._normalise(min(done, self.rows))
+        shifted = self._spare.zero_()
+        if done < self.rows:
+            shifted[:, :, : self.rows - done] = self.sum[:, :, done:]
+        self.sum, self._spare = shifted, self.sum
+        self.top = oy
+
+    def _normalise(self, rows: int) -> None:
+        end = min(self.top + rows, self.canvas.shape[-2])
+        if end > self.top:
+            self.canvas[:, :, self.top : end].div_(self.sum[:, :, : end - self.top, : self.canvas.shape[-1]])
+
+    def finish(self) -> None:
+        self._normalise(self.rows)
+
+
+def _window(t: Tensor, y0: int, x0: int, h: int, w: int, mode: str) -> Tensor:
+    """Rows ``y0:y0+h`` and columns ``x0:x0+w`` of ``t`` ``(B, C, H, W)``, the part beyond its
+    bottom/right edge padded as :func:`pad_to_multiple` pads the whole tensor (``reflect``,
+    ``replicate`` or ``constant`` zeros). A view when the window lies inside ``t``."""
+    height, width = int(t.shape[-2]), int(t.shape[-1])
+    if y0 + h <= height and x0 + w <= width:
+        return t[:, :, y0 : y0 + h, x0 : x0 + w]
+    if mode == "constant":
+        part = t[:, :, y0 : min(y0 + h, height), x0 : min(x0 + w, width)]
+        return F.pad(part, (0, w - part.shape[-1], 0, h - part.shape[-2]))
+
+    def index(start: int, size: int, length: int) -> Tensor:
+        i = torch.arange(start, start + size, device=t.device)
+        return torch.where(i < length, i, 2 * (length - 1) - i) if mode == "reflect" else i.clamp(max=length - 1)
+
+    return t.index_select(-2, index(y0, h, height)).index_select(-1, index(x0, w, width))
+
+
+def _check_aux(t: Tensor, where: str, size: tuple[int, int], batch: int) -> None:
     if where not in ("in", "out"):
         raise ValueError(f"tiled: aux tensors are 'in' or 'out'; got {where!r}")
+    if t.dim() != 4 or t.shape[0] != batch or tuple(t.shape[-2:]) != size:
+        raise ValueError(f"tiled: an {where!r} aux tensor must be ({batch}, C, {size[0]}, {size[1]}); got {tuple(t.shape)}")
+
+
+def _pad_aux(t: Tensor, where: str, in_sizes: tuple[int, int, int, int], out_sizes: tuple[int, int, int, int], batch: int) -> tuple[Tensor, str]:
+    """Zero-pad an ``aux`` tensor like the input (its padding is cropped away): the one-call path."""
     h, w, hp, wp = in_sizes if where == "in" else out_sizes
-    if t.dim() != 4 or t.shape[0] != batch or tuple(t.shape[-2:]) != (h, w):
-        raise ValueError(f"tiled: an {where!r} aux tensor must be ({batch}, C, {h}, {w}); got {tuple(t.shape)}")
     return (F.pad(t, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else t), where
 
 

@@ -320,7 +320,7 @@ def probe_memory(root: Path, memory_gb: float, figures: dict) -> None:
     base = subprocess.run([sys.executable, "-c", "import resource, torch, irc.cli; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
                           capture_output=True, text=True, env=child_env())  # fmt: skip
     baseline = int(base.stdout.strip() or 0) * 1024
-    for label, args in (("identity", ["-m", "identity"]), ("default", [])):
+    for label, args in (("identity", ["-m", "identity"]), ("default", []), ("default_tiled", ["--tile", "512"])):
         script = (
             "import resource, sys; from irc.cli import main; "
             f"code = main(['restore', {str(big)!r}, '-o', {str(root / 'mem-out')!r}, '--overwrite', '-q', *{args!r}]); "
