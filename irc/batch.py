@@ -173,11 +173,19 @@ def plan_output(item: InputItem, *, output_dir: Path | None, template: str, fiel
     out = base / name
     if Path(name).is_absolute() or not _inside(out, root):
         raise UsageError(f"--name-template {template!r} gives {name!r}, which leaves the output folder {root}; outputs stay inside it")
+    # ... nor through a symbolic link already inside it (sub/ -> /elsewhere): the folders below
+    # the output folder are followed as the write would follow them. The output folder itself
+    # may be a link: that is where the user sent the outputs.
+    if not _inside(out.parent.resolve(), root.resolve()):
+        raise UsageError(
+            f"--name-template {template!r} writes {out} through a symbolic link to {out.parent.resolve()}, outside the output folder {root}; outputs stay inside it"
+        )
     return out
 
 
 def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` stays in ``root`` lexically (``..`` counted, symlinks not followed)."""
+    """Whether ``path`` stays in ``root`` lexically (``..`` counted, symlinks not followed: pass
+    resolved paths to follow them)."""
     norm_path, norm_root = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
     return norm_path == norm_root or norm_path.startswith(norm_root.rstrip(os.sep) + os.sep)
 

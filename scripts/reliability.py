@@ -63,7 +63,25 @@ def limits(memory_gb: float):
 
 
 def irc(args: list[str], *, memory_gb: float, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "irc", *args], capture_output=True, text=True, env=child_env(), timeout=timeout, preexec_fn=limits(memory_gb), **kw)
+    """Run ``irc ARGS`` capped; a run past ``timeout`` is killed (by subprocess.run) and reported
+    as exit 124 with a note on stderr, never left running."""
+    cmd = [sys.executable, "-m", "irc", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout, preexec_fn=limits(memory_gb), **kw)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"reliability: killed after {timeout:g} s\n")
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bytes, int]:
+    """Wait for a child started with Popen; past ``timeout`` it is killed and waited for (no
+    child outlives the probe) and its exit code reads 124."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out, err, proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err + f"reliability: killed after {timeout:g} s\n".encode(), 124
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -189,7 +207,7 @@ def probe_kills(root: Path, kills: int, rng: random.Random, memory_gb: float, fi
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), preexec_fn=limits(memory_gb))  # fmt: skip
         time.sleep(rng.uniform(1.0, 4.0))
         proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGTERM, signal.SIGINT]))
-        proc.communicate(timeout=120)
+        finish(proc, 120)
         figures["interrupted_batches"] += 1
         if out.is_dir():
             figures["partial_files"] += sum(1 for p in out.iterdir() if not p.name.startswith(".") and not decodes_fully(p))
@@ -247,22 +265,21 @@ def probe_training(root: Path, resumes: int, corrupt: int, rng: random.Random, m
     recipe = root / "tiny.toml"
     recipe.write_text(RECIPE.format(steps=steps, images=images))
     clean = root / "run-clean"
-    _train(recipe, clean, [], memory_gb).communicate(timeout=600)
+    finish(_train(recipe, clean, [], memory_gb), 600)
     reference = _final_weights(clean)
     for k in range(resumes):
         run = root / f"run-resume-{k}"
         proc = _train(recipe, run, [], memory_gb)
         time.sleep(rng.uniform(3.0, 8.0))
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        done = _train(recipe, run, ["--resume", "auto"], memory_gb)
-        _, err = done.communicate(timeout=600)
+        finish(proc, 60)
+        _, err, _ = finish(_train(recipe, run, ["--resume", "auto"], memory_gb), 600)
         figures["interrupted_trainings"] += 1
         figures["tracebacks"] += err.decode(errors="replace").count("Traceback")
         figures["resume_mismatches"] += _final_weights(run) != reference
     for k in range(corrupt):
         run = root / f"run-corrupt-{k}"
-        _train(recipe, run, ["--stop-at", "6"], memory_gb).communicate(timeout=600)
+        finish(_train(recipe, run, ["--stop-at", "6"], memory_gb), 600)
         from irc.train.checkpoints import list_checkpoints
 
         newest = list_checkpoints(run)[-1]
@@ -278,11 +295,10 @@ def probe_training(root: Path, resumes: int, corrupt: int, rng: random.Random, m
         else:
             data = bytearray(b"{")
         target.write_bytes(bytes(data))
-        done = _train(recipe, run, ["--resume", "auto"], memory_gb)
-        _, err = done.communicate(timeout=600)
+        _, err, code = finish(_train(recipe, run, ["--resume", "auto"], memory_gb), 600)
         figures["corrupted_resumes"] += 1
         figures["tracebacks"] += err.decode(errors="replace").count("Traceback")
-        figures["wrong_exits"] += done.returncode != 0
+        figures["wrong_exits"] += code != 0
         figures["resume_mismatches"] += _final_weights(run) != reference
 
 
@@ -303,7 +319,7 @@ def probe_code(root: Path, memory_gb: float, figures: dict) -> None:
         ckpt = list_checkpoints(run)[-1]
         for name in ("custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl"):
             (ckpt / name).write_bytes(pickle.dumps(_Payload(witness)))
-        _train(root / "tiny.toml", root / "run-code", ["--resume", str(ckpt)], memory_gb).communicate(timeout=600)
+        finish(_train(root / "tiny.toml", root / "run-code", ["--resume", str(ckpt)], memory_gb), 600)
         figures["pickle_cases"] += 1
     evil = root / "evil.pth"
     evil.write_bytes(pickle.dumps({"w": _Payload(witness)}))
