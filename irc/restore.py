@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from irc.batch import expand_inputs, plan_batch, plan_output, print_summary, run_batch
-from irc.errors import UsageError
+from irc.errors import IrcError, UsageError
 
 def _dtype_names() -> dict[str, Any]:
     import torch
@@ -126,6 +126,15 @@ def run_restore(request: RestoreRequest) -> int:
 
     record = restore_record(method, request, knobs)
 
+    def image_key(job) -> str:
+        """The image's place in the input tree: seeds its randomness (never the batch order) and
+        names its per-image options (HYPIR's prompt file in --prompt-dir)."""
+        return f"{job.item.relative_dir}/{job.item.path.name}" if job.item.relative_dir else job.item.path.name
+
+    def image_record(job) -> dict[str, Any]:
+        own = method.image_options(knobs, image_key(job))
+        return {**record, "options": {**record["options"], **own}} if own else record
+
     def process(job) -> dict[str, Any]:
         with claim_output(job.output) as holder:
             if holder is not None:
@@ -137,18 +146,20 @@ def run_restore(request: RestoreRequest) -> int:
     def compute(job) -> dict[str, Any]:
         check_memory(method, request.knobs, job.item.path, request.tile)  # before decoding a single pixel
         image = read_image(job.item.path)
-        # randomness per image, from --seed and the image's place in the input tree (never the batch order)
-        key = f"{job.item.relative_dir}/{job.item.path.name}" if job.item.relative_dir else job.item.path.name
-        runner = StageRunner(method.device, request.tile, request.tile_overlap, request.seed, [key])
+        mine = image_record(job)
+        runner = StageRunner(method.device, request.tile, request.tile_overlap, request.seed, [image_key(job)])
         restored = restore_image(method, image, runner=runner, **request.knobs)
-        restored = dataclasses.replace(restored, description=json.dumps(record, sort_keys=True))
+        restored = dataclasses.replace(restored, description=json.dumps(mine, sort_keys=True))
         remove_stale_temporaries(job.output)  # only dead writers' leftovers; this process owns the claim
         write_image(job.output, restored)
-        made = {k: record[k] for k in ("method", "weights", "weights_sha256", "seed", "dtype")}  # as in the output's metadata
-        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height, "options": record["options"], **made}
+        made = {k: mine[k] for k in ("method", "weights", "weights_sha256", "seed", "dtype")}  # as in the output's metadata
+        return {"width": image.width, "height": image.height, "out_width": restored.width, "out_height": restored.height, "options": mine["options"], **made}
 
     def why_skipped(job) -> str | None:
-        return _option_change(job.output, record)
+        try:
+            return _option_change(job.output, image_record(job))
+        except IrcError:
+            return None  # e.g. its prompt file is gone: nothing to compare the old output with
 
     report = run_batch(
         jobs,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pickle
 from pathlib import Path
 
@@ -177,6 +179,29 @@ def test_cli_restore_with_a_local_lora_and_base(lora_file, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert (tmp_path / "camera_hypir.png").is_file()
+
+
+def test_records_carry_each_images_prompt_from_a_prompt_folder(lora_file, tmp_path, capsys):
+    """--prompt-dir gives every image its own prompt: the --jsonl record and the output's
+    metadata say that image's text, not only the folder it came from."""
+    from irc.cli import main
+    from irc.io import read_description
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "camera.txt").write_text("a man with a camera\n")
+    (prompts / "chelsea.txt").write_text("a tabby cat")
+    code = main([
+        "restore", "-m", "hypir", "--weights", str(lora_file), "--base-model", "random:tiny", "--prompt-dir", str(prompts),
+        "--patch", "128", "--stride", "64", "--jsonl", "-o", str(tmp_path / "out"), str(examples / "camera.png"), str(examples / "chelsea.png"),
+    ])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = {Path(r["input"]).stem: r for r in map(json.loads, out.splitlines()) if r.get("status") == "done"}
+    assert records["camera"]["options"]["prompt"] == "a man with a camera"
+    assert records["chelsea"]["options"]["prompt"] == "a tabby cat"
+    assert json.loads(read_description(tmp_path / "out" / "chelsea_hypir.png"))["options"]["prompt"] == "a tabby cat"
 
 
 def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):

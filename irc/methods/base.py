@@ -503,6 +503,11 @@ class Method:
     #: ``irc bench`` counts FLOPs with one extra untiled run (off for very large networks)
     bench_counts_flops: ClassVar[bool] = True
 
+    def image_options(self, knobs: Mapping[str, Any], key: str) -> dict[str, Any]:
+        """Options that take a value per image (e.g. HYPIR's prompt from ``--prompt-dir``), for
+        the record written into the image called ``key``; default: none."""
+        return {}
+
     def bench_variants(self) -> dict[str, Any]:
         """Named context managers under which ``irc bench`` measures the method side by side
         (HYPIR: irc's path and the official settings); default: one unnamed variant."""

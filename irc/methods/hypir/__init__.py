@@ -348,6 +348,11 @@ class HYPIR(Method):
             return path.read_text(encoding="utf-8").strip()
         return str(knobs.get("prompt", ""))
 
+    def image_options(self, knobs: Mapping[str, Any], key: str) -> dict[str, Any]:
+        """The prompt this image was restored with, when it comes from a file or a folder (the
+        record then says the text, not only where it was read)."""
+        return {"prompt": self.prompt_for(knobs, key)} if knobs.get("prompt_file") or knobs.get("prompt_dir") else {}
+
     # ----------------------------------------------------------------- the enhancer
     def embed(self, prompt: str) -> Tensor:
         """The CLIP text embedding ``(1, 77, D)`` of ``prompt`` (cached per prompt)."""
