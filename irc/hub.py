@@ -15,11 +15,16 @@ not do:
 * **Offline messages that say what to place where** (``--offline``, ``IRC_OFFLINE=1`` or
   ``HF_HUB_OFFLINE=1``): the repository, revision and file names, and the command that fetches
   them on a connected machine.
+* **No network, no wait.** When the hub's host name does not resolve (a laptop on a train, a
+  cluster node without DNS), the library would retry for about 25 s before giving up; irc looks
+  the name up once, then uses the cache alone (what is cached still works) or says at once that
+  the hub is out of reach and what to fetch.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +97,37 @@ def _offline_error(repo_id: str, revision: str, names: Sequence[str], fetch: str
     )
 
 
+def _hub_out_of_reach() -> str | None:
+    """Why the hub cannot be reached at all (its host name does not resolve), else ``None``.
+
+    Only a failed name lookup counts: a host that resolves but does not answer may be a
+    transient failure, which the library's own retries are for."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    parts = urlsplit(constants.ENDPOINT)
+    if not parts.hostname:
+        return None
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror as err:
+        return f"{parts.hostname} does not resolve: {err.strerror or err}"
+    except (OSError, UnicodeError):
+        return None
+    return None
+
+
+def _unreachable_error(what: str, reason: str, fetch: str) -> WeightsError:
+    from huggingface_hub import constants
+
+    return WeightsError(
+        f"cannot download {what}: the Hugging Face hub is out of reach ({reason}) and it is not in the cache "
+        f"{constants.HF_HUB_CACHE}; connect and retry, set HF_ENDPOINT to a mirror, or run `{fetch}` on a connected "
+        f"machine and copy that cache here"
+    )
+
+
 def hub_file(repo_id: str, filename: str, *, revision: str | None = None, sha256: str | None = None, offline: bool | None = None, fetch_hint: str = "irc weights fetch") -> tuple[Path, str, str]:
     """One file of a hub repository, downloaded into the shared cache if needed, and verified.
 
@@ -106,11 +142,14 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None, sha256
 
     _quiet()
     rev = revision or "main"
+    unreachable = None if is_offline(offline) else _hub_out_of_reach()
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=rev, local_files_only=is_offline(offline)))
+        path = Path(hf_hub_download(repo_id, filename, revision=rev, local_files_only=is_offline(offline) or bool(unreachable)))
     except LocalEntryNotFoundError as err:
         if is_offline(offline):
             raise _offline_error(repo_id, rev, [filename], fetch_hint, None) from None
+        if unreachable:
+            raise _unreachable_error(f"{repo_id}@{rev}/{filename}", unreachable, fetch_hint) from None
         raise WeightsError(f"cannot download {repo_id}@{rev}/{filename}: {err}") from None
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise WeightsError(f"cannot download {repo_id}@{rev}/{filename}: {str(err).splitlines()[0]}") from None
@@ -130,11 +169,16 @@ def hub_snapshot(repo_id: str, *, revision: str | None = None, allow_patterns: S
 
     _quiet()
     rev = revision or "main"
+    unreachable = None if is_offline(offline) else _hub_out_of_reach()
     try:
-        folder = Path(snapshot_download(repo_id, revision=rev, allow_patterns=list(allow_patterns) if allow_patterns else None, local_files_only=is_offline(offline)))
+        folder = Path(snapshot_download(
+            repo_id, revision=rev, allow_patterns=list(allow_patterns) if allow_patterns else None, local_files_only=is_offline(offline) or bool(unreachable)
+        ))  # fmt: skip
     except LocalEntryNotFoundError:
         if is_offline(offline):
             raise _offline_error(repo_id, rev, list(allow_patterns or ["(all files)"]), fetch_hint, None) from None
+        if unreachable:
+            raise _unreachable_error(f"{repo_id}@{rev}", unreachable, fetch_hint) from None
         raise WeightsError(f"cannot download {repo_id}@{rev}: not found in the cache and the hub gave no answer") from None
     except (HfHubHTTPError, OSError, ValueError) as err:
         hint = ""

@@ -17,7 +17,7 @@ from huggingface_hub import constants  # noqa: E402
 
 from fake_hub import FakeHub  # noqa: E402
 from irc.errors import WeightsError  # noqa: E402
-from irc.hub import hub_file, recorded_hashes  # noqa: E402
+from irc.hub import hub_file, hub_snapshot, recorded_hashes  # noqa: E402
 
 SHA = "5ede9e4bf3e3fd1cb0ef2f7a3fff13ee514fdf06"
 LORA_SHA = "1111111111111111111111111111111111111111"
@@ -75,6 +75,22 @@ def test_a_published_hash_is_checked(hub):
         hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", sha256="0" * 64)
     path, digest, _ = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", sha256=hashlib.sha256(hub.lora).hexdigest())
     assert path.is_file()
+
+
+def test_without_network_the_cache_answers_at_once(hub, monkeypatch):
+    """A hub whose host name does not resolve made huggingface_hub retry for about 25 s before
+    failing; irc looks the name up once and uses the cache alone, or says what to fetch."""
+    import time
+
+    path, _, _ = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth")  # cached while the hub answers
+    hub.clear_log()
+    monkeypatch.setattr(constants, "ENDPOINT", "http://no-such-host.invalid")
+    start = time.monotonic()
+    again, _, _ = hub_file("lxq007/HYPIR", "HYPIR_sd2.pth")
+    assert again == path and not hub.requests
+    with pytest.raises(WeightsError, match="out of reach.*no-such-host.invalid does not resolve.*irc weights fetch"):
+        hub_snapshot(BASE, revision=SHA, allow_patterns=["unet/*"])
+    assert time.monotonic() - start < 10
 
 
 def test_offline_with_an_empty_cache_names_what_to_fetch(hub):
