@@ -98,10 +98,14 @@ def _offline_error(repo_id: str, revision: str, names: Sequence[str], fetch: str
 
 
 def _hub_out_of_reach() -> str | None:
-    """Why the hub cannot be reached at all (its host name does not resolve), else ``None``.
+    """Why the hub cannot be reached at all (its host name does not exist for this machine's
+    resolver), else ``None``.
 
-    Only a failed name lookup counts: a host that resolves but does not answer may be a
-    transient failure, which the library's own retries are for."""
+    Only a definite "no such name" counts: a temporary resolver failure or a host that resolves
+    but does not answer may pass, which the library's own retries are for; and behind a proxy
+    (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, not bypassed by ``NO_PROXY``) the proxy
+    resolves the name, so nothing is decided here."""
+    import urllib.request
     from urllib.parse import urlsplit
 
     from huggingface_hub import constants
@@ -109,10 +113,14 @@ def _hub_out_of_reach() -> str | None:
     parts = urlsplit(constants.ENDPOINT)
     if not parts.hostname:
         return None
+    proxies = urllib.request.getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname):
+        return None
     try:
         socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     except socket.gaierror as err:
-        return f"{parts.hostname} does not resolve: {err.strerror or err}"
+        definite = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+        return f"{parts.hostname} does not resolve: {err.strerror or err}" if err.errno in definite else None
     except (OSError, UnicodeError):
         return None
     return None

@@ -567,10 +567,10 @@ def _check_mixture_options(d: DataSpec, spec: DegradationSpec) -> None:
         from irc.operators.presets import mixture_tasks
 
         tasks = mixture_tasks(str(spec.name))
-        if len(d.task_probs) != len(tasks) or any(p < 0 for p in d.task_probs) or sum(d.task_probs) <= 0:
+        if len(d.task_probs) != len(tasks) or not all(math.isfinite(p) and p >= 0 for p in d.task_probs) or sum(d.task_probs) <= 0:
             raise UsageError(f"recipe data.task_probs needs {len(tasks)} shares >= 0, not all zero, for the tasks {', '.join(tasks)}; got {list(d.task_probs)}")
     if d.strong_jpeg:
-        if d.degradation != "mixture:photo":
+        if spec.kind != "mixture" or spec.name != "photo":
             raise UsageError(f"recipe data.strong_jpeg is for degradation = \"mixture:photo\", not {d.degradation!r}")
         if not 0.0 <= d.strong_jpeg <= 1.0:
             raise UsageError(f"recipe data.strong_jpeg must be in [0, 1], got {d.strong_jpeg}")

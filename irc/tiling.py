@@ -410,7 +410,7 @@ def tiled(
             result tiled and untiled up to the blending.
         tiles_per_call: Windows stacked into one call of ``fn`` (fewer, larger calls keep an
             accelerator busy; HYPIR batches its UNet and VAE tiles this way).
-        pad: padding mode of the input (``"reflect"`` or ``"constant"`` zeros).
+        pad: padding mode of the input (``"reflect"``, ``"replicate"`` or ``"constant"`` zeros).
 
     Returns:
         ``(B, C', round(H * scale), round(W * scale))`` on ``x.device``, in ``fn``'s output dtype.
@@ -433,6 +433,8 @@ def tiled(
         raise ValueError(f"tiled: blend must be 'linear' or 'gaussian'; got {blend!r}")
     if tiles_per_call < 1:
         raise ValueError(f"tiled: tiles_per_call must be >= 1; got {tiles_per_call}")
+    if pad not in ("reflect", "replicate", "constant"):
+        raise ValueError(f"tiled: pad must be 'reflect', 'replicate' or 'constant'; got {pad!r}")
 
     scale = float(scale)
     frac = _exact_scale(scale)

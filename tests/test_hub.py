@@ -93,6 +93,21 @@ def test_without_network_the_cache_answers_at_once(hub, monkeypatch):
     assert time.monotonic() - start < 10
 
 
+def test_behind_a_proxy_the_name_lookup_is_left_to_the_proxy(monkeypatch):
+    """A cluster node without DNS but with HTTPS_PROXY downloads through the proxy: an unresolvable
+    host name there says nothing about reaching the hub."""
+    from irc.hub import _hub_out_of_reach
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://no-such-host.invalid")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert "does not resolve" in _hub_out_of_reach()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    assert _hub_out_of_reach() is None
+    monkeypatch.setenv("NO_PROXY", "no-such-host.invalid")
+    assert "does not resolve" in _hub_out_of_reach()
+
+
 def test_offline_with_an_empty_cache_names_what_to_fetch(hub):
     with pytest.raises(WeightsError, match=r"lxq007/HYPIR@main is not in the Hugging Face cache.*irc weights fetch.*HYPIR_sd2.pth"):
         hub_file("lxq007/HYPIR", "HYPIR_sd2.pth", offline=True)

@@ -576,3 +576,16 @@ def test_every_task_is_one_class_over_the_same_unfolding_core():
     for module in (lorun.LoRun.forward, lorun.LoRun.reconstruct, lorun.LoRun.training_step, network.LoRunNet):
         source = inspect.getsource(module)
         assert 'task == "' not in source and "task ==" not in source, module
+
+
+def test_option_errors_keep_their_order(cassi_mask):
+    """The weights' ratio or scale is reported before a kernel index out of range (as before the
+    task classes)."""
+    with pytest.raises(UsageError, match="trained at ratio 0.25"):
+        tiny(ratio=0.25).knob_values({"ratio": 0.1, "kernel": 15})
+    with pytest.raises(UsageError, match="x2 SR"):
+        tiny(task="sr", scale=2).knob_values({"scale": 3, "kernel": 15})
+    with pytest.raises(UsageError, match="kernel index must be 0-11"):
+        tiny(task="sr", scale=2).knob_values({"kernel": 15})
+    with pytest.raises(UsageError, match="low-resolution images"):
+        tiny(task="sr", scale=2).restore_measurement("x.safetensors")

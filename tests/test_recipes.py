@@ -237,3 +237,47 @@ def test_extra_methods_reach_subprocesses():
     env = dict(os.environ, IRC_EXTRA_METHODS="tiny=not_a_module:X", PYTHONPATH=str(Path(__file__).parent))
     out = subprocess.run([sys.executable, "-m", "irc", "restore", "--method", "tiny", "x.png"], check=False, capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "IRC_EXTRA_METHODS" in out.stderr and "PYTHONPATH" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.task_probs=0.5,0.5"], "needs a mixture: degradation"),
+        (["data.degradation=mixture:photo", "data.task_probs=0.5,0.5"], "needs 5 shares"),
+        (["data.degradation=mixture:photo", "data.task_probs=1,nan,1,1,1"], "needs 5 shares"),
+        (["data.degradation=mixture:photo", "data.task_probs=0,0,0,0,0"], "not all zero"),
+        (["data.degradation=mixture:mio7", "data.strong_jpeg=0.5"], "is for degradation"),
+        (["data.degradation=mixture:photo", "data.strong_jpeg=1.5"], "must be in [0, 1]"),
+    ],
+)
+def test_mixture_options_are_checked(tmp_path, overrides, message):
+    with pytest.raises(UsageError) as err:
+        load_recipe(write(tmp_path, 'method = "tiny"\n'), overrides)
+    assert message in str(err.value)
+
+
+def test_mixture_options_reach_the_mixture(tmp_path):
+    """task_probs set the shares; strong_jpeg moves the photo mixture's JPEG samples to quality
+    10-30; a spelling the parser accepts (Mixture:photo) is accepted here too."""
+    import numpy as np
+
+    from irc.operators.presets import mixture_tasks, training_degradation
+
+    recipe = load_recipe(write(tmp_path, 'method = "tiny"\n'), ["data.degradation=Mixture:photo", "data.task_probs=0,0,1,0,0", "data.strong_jpeg=1"])
+    assert recipe.data.task_probs == (0.0, 0.0, 1.0, 0.0, 0.0) and mixture_tasks("photo") == ("clean", "noise", "jpeg", "blur", "sr")
+    from irc.operators.photo import photo_mixture
+
+    mixture = photo_mixture(recipe.data.task_probs, strong_jpeg=recipe.data.strong_jpeg)
+    qualities = []
+    for seed in range(40):
+        drawn = mixture.sample(np.random.default_rng(seed))
+        assert drawn["task"] == "jpeg"
+        last = drawn["params"]["steps"][-1]["params"]  # the last compression: strong or any, then 4:2:0 or 4:4:4
+        assert last["choice"] == 0
+        qualities.append(last["params"]["params"]["quality"])
+    assert max(qualities) <= 30 and min(qualities) >= 10
+    degrade = training_degradation("mixture", name="photo", task_probs=recipe.data.task_probs, strong_jpeg=1.0)
+    import torch
+
+    lq, target, label = degrade(torch.rand(1, 3, 32, 32), np.random.default_rng(0))
+    assert label == "jpeg" and lq.shape == target.shape

@@ -705,3 +705,8 @@ def test_tiled_restore_holds_one_full_size_buffer():
     assert done.returncode == 0, done.stderr
     ratio = float(done.stdout.strip())
     assert ratio < 1.8, f"the tiled pass grew by {ratio:.2f}x the image (measured 1.46; 2.55 before)"
+
+
+def test_tiled_rejects_a_padding_mode_it_cannot_reproduce_per_window():
+    with pytest.raises(ValueError, match="pad must be"):
+        tiled(lambda t: t, torch.rand(1, 1, 20, 20), tile=8, overlap=2, pad="circular")

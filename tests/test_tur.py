@@ -378,3 +378,27 @@ def test_compiled_network_gives_the_eager_output(real_rgb, tmp_path, monkeypatch
     assert method.network._compiled_call_impl is not None  # nn.Module.compile really ran
     assert list(method.state_dict()) == keys
     assert torch.allclose(compiled, eager, atol=1e-5)
+
+
+def test_init_from_continues_the_backbone_of_an_earlier_stage(tmp_path):
+    """config.init_from (the photo model's second stage): the backbone starts from the file, the
+    training-only head starts fresh, and the exported config does not point at the old file."""
+    from irc.errors import WeightsError
+    from irc.methods.lorun import LoRun
+
+    torch.manual_seed(1)
+    first = TUR.tiny()
+    with torch.no_grad():
+        for p in first.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    path = save_weights(tmp_path / "stage1.safetensors", first.state_dict(), first.metadata())
+    torch.manual_seed(2)
+    second = TUR.from_config({**TUR.tiny_config, "init_from": str(path)})
+    for key, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[key], value), key
+    first_head, second_head = first.network.head.state_dict(), second.network.head.state_dict()
+    assert any(not torch.equal(second_head[k], first_head[k]) for k in first_head)  # the head was not in the file
+    assert second.metadata()["config"]["init_from"] == ""
+    other = save_weights(tmp_path / "lorun.safetensors", LoRun.tiny().state_dict(), LoRun.tiny().metadata())
+    with pytest.raises(WeightsError, match="not 'tur'"):
+        TUR.from_config({**TUR.tiny_config, "init_from": str(other)})

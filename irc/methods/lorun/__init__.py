@@ -210,11 +210,11 @@ class LoRun(Method):
             raise UsageError(f"these lorun weights are for the {cfg.task} task, not {values['task']!r}")
         if values["ratio"] and cfg.task != "cs":
             raise UsageError(f"--ratio applies to the cs task; these weights are for {cfg.task}")
-        if isinstance(values["kernel"], int) and not 0 <= values["kernel"] < 12:
-            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
-        self.unfolding.validate(values)
+        self.unfolding.validate(values)  # the task's own checks (ratio, scale, the SR kernel)
         if values["kernel"] == "":
             values["kernel"] = 0
+        if isinstance(values["kernel"], int) and not 0 <= values["kernel"] < 12:
+            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
         if not 0 <= values["stages"] <= self.network.stages:
             raise UsageError(f"stages must be 0..{self.network.stages}, got {values['stages']}")
 

@@ -325,7 +325,13 @@ class SRTask(UnfoldingTask):
             self._kernel_noted = True
             print("lorun sr: no --kernel given: assuming USRNet kernel 0 (isotropic Gaussian) blurred the input; "
                   "--kernel 0-11, gaussian:SIGMA or a file says which", file=sys.stderr)  # fmt: skip
-        self.kernel(values["kernel"] or 0)  # a missing or malformed kernel fails before any image
+        kernel = values["kernel"] or 0
+        if isinstance(kernel, int) and not 0 <= kernel < 12:
+            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {kernel}")
+        self.kernel(kernel)  # a missing or malformed kernel fails before any image
+
+    def restore_measurement(self, path: Path, values: Mapping[str, Any], stages: int | None) -> Tensor:
+        raise UsageError("lorun sr reconstructs low-resolution images: pass the image itself, not --measurement")
 
     def output_scale(self) -> float:
         return float(self.cfg.scale)
