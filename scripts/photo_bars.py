@@ -67,6 +67,7 @@ def clean_bars(method, knobs, tile) -> dict:
     return {
         "min_psnr": min(r["psnr"] for r in rows), "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
         "max_block_change": max(r["block_change"] for r in rows), "worst": min(rows, key=lambda r: r["psnr"]), "images": len(rows),
+        "worst_block": max(rows, key=lambda r: r["block_change"]),
         "below_40": sorted((r["image"], round(r["psnr"], 2)) for r in rows if r["psnr"] < 40),
     }  # fmt: skip
 
