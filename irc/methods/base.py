@@ -338,8 +338,15 @@ class Method:
                 target.copy_(state[key])
 
     def metadata(self) -> dict[str, Any]:
-        """Metadata stored next to the tensors (config as a dict)."""
-        return {"method": self.name, "config": config_to_dict(self.config)}
+        """Metadata stored next to the tensors (config as a dict).
+
+        A config's ``init_from`` (the weights a training run starts from, in TUR, LoRun, LearnIR
+        and HYPIR) is training only: saved files keep it empty, so that loading them never looks
+        for the file their run started from."""
+        config = config_to_dict(self.config)
+        if "init_from" in config:
+            config["init_from"] = ""
+        return {"method": self.name, "config": config}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per loss group; the training loop makes one optimiser each."""

@@ -172,11 +172,6 @@ class HYPIR(Method):
                     raise WeightsError(f"init_from {weights}: {key} has shape {tuple(value.shape)}, this run's needs {tuple(targets[key].shape)} (lora_rank {lora_rank(lora)} in the file, {self.config.lora_rank} in the recipe)")
                 targets[key].copy_(value.to(targets[key]))
 
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["config"] = {**meta["config"], "init_from": ""}  # a training-only setting
-        return meta
-
     # ----------------------------------------------------------------- construction
     def build_network(self) -> nn.Module:
         from irc.methods.hypir.sd21 import load_random_base

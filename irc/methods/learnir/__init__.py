@@ -160,11 +160,6 @@ class LearnIR(Method):
             Component("mu_net", self.network, "shipped", trainable=stage in ("mu", "joint"), select=lambda k: k.startswith("mu_net.")),
         ]
 
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["config"] = {**meta["config"], "init_from": ""}
-        return meta
-
     @torch.no_grad()
     def _init_eps(self, weights: str) -> None:
         from irc.weights import load_weights, resolve_weights

@@ -147,7 +147,6 @@ class LoRun(Method):
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
-        meta["config"] = {**meta["config"], "init_from": ""}
         meta["cs_phi"] = "unscaled"
         return meta
 
@@ -173,10 +172,8 @@ class LoRun(Method):
         """
         from irc.weights import load_weights, resolve_weights
 
-        resolved = resolve_weights(str(weights), method=self.name)
+        resolved = resolve_weights(str(weights), method=self.name)  # refuses another method's file
         state, meta = load_weights(resolved.path)
-        if meta.get("method") not in (None, self.name):
-            raise WeightsError(f"{resolved.path}: weights are for {meta.get('method')!r}, not lorun")
         state = self.migrate_state(state, meta)
         net = self.network
         own = net.state_dict()

@@ -180,20 +180,13 @@ class TUR(Method):
     def _loading_kwargs(cls) -> dict[str, Any]:
         return {"loading": True}
 
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["config"] = {**meta["config"], "init_from": ""}
-        return meta
-
     @torch.no_grad()
     def _start_from(self, weights: str) -> None:
         """Load the backbone of ``weights`` (a file of the same architecture) to continue training."""
         from irc.weights import load_weights, resolve_weights
 
-        resolved = resolve_weights(weights, method=self.name)
-        state, meta = load_weights(resolved.path)
-        if meta.get("method") not in (None, self.name):
-            raise WeightsError(f"{resolved.path}: weights are for {meta.get('method')!r}, not tur")
+        resolved = resolve_weights(weights, method=self.name)  # refuses another method's file
+        state, _ = load_weights(resolved.path)
         backbone = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
         try:
             self.load_state_dict(backbone)
