@@ -18,6 +18,7 @@ _irc() {
                 "|weights") path="weights" ;;
                 "datasets|fetch") path="datasets fetch" ;;
                 "datasets|list") path="datasets list" ;;
+                "weights|average") path="weights average" ;;
                 "weights|fetch") path="weights fetch" ;;
                 "weights|list") path="weights list" ;;
                 "weights|verify") path="weights verify" ;;
@@ -178,6 +179,8 @@ _irc() {
         "train|--stop-at") COMPREPLY=(); return ;;
         "train|--device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "train|--export") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "weights average|--out"|"weights average|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "weights average|--ratios") COMPREPLY=(); return ;;
         "weights fetch|--base-model") COMPREPLY=(); return ;;
     esac
     case "$path" in
@@ -191,7 +194,8 @@ _irc() {
         "methods") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --compile --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
-        "weights") COMPREPLY=($(compgen -W "fetch list verify" -- "$cur")) ;;
+        "weights") COMPREPLY=($(compgen -W "average fetch list verify" -- "$cur")) ;;
+        "weights average") COMPREPLY=($(compgen -W "--out -o --ratios" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--base-model --offline" -- "$cur")) ;;
         "weights list") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "weights verify") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

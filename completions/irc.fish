@@ -186,9 +186,13 @@ complete -c irc -n '__fish_seen_subcommand_from train' -l device -x -a 'auto cpu
 complete -c irc -n '__fish_seen_subcommand_from train' -l export -r -F -d 'Write release weights (.safetensors, EMA weights if enabled) here at the end; prints the sha256 for the manifest.'
 complete -c irc -n '__fish_seen_subcommand_from train' -l export-only -d 'Do not train: write --export from the latest checkpoint of --run-dir (or of --resume PATH).'
 complete -c irc -n '__fish_seen_subcommand_from train' -l quiet -s q -d 'No progress bar and no log lines on stderr.'
+complete -c irc -n '__fish_seen_subcommand_from weights' -a average -d 'Average the weights of several trained files (a model soup); prints the sha256.'
 complete -c irc -n '__fish_seen_subcommand_from weights' -a fetch -d 'Download weights into the cache (checksummed, resumable); a bundle brings its base model.'
 complete -c irc -n '__fish_seen_subcommand_from weights' -a list -d 'List shipped and downloadable weights from the manifest.'
 complete -c irc -n '__fish_seen_subcommand_from weights' -a verify -d 'Check the sha256 of shipped and downloaded weights; exit 1 on any mismatch.'
+complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -F
+complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -l out -s o -r -F -d 'Where to write the average (.safetensors).'
+complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -l ratios -x -d 'Share of each file, comma-separated, normalised to sum 1 (default: equal), e.g. 1,3.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from fetch' -l base-model -x -d 'Fetch this base model (hub id) instead of a bundles own, or alone.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from fetch' -l offline -d 'Do not download; say what to place where.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from list' -l json -d 'Print JSON instead of a table.'

@@ -589,6 +589,34 @@ def weights_fetch(
         typer.echo(f"{base_model}: {fetch_base_model(base_model, offline=offline or None)}")
 
 
+@weights_app.command("average")
+def weights_average(
+    files: List[Path] = typer.Argument(..., help="Two or more .safetensors files of one method and architecture (one run and its continuations).", exists=True, dir_okay=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the average (.safetensors)."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Share of each file, comma-separated, normalised to sum 1 (default: equal), e.g. 1,3."),
+) -> None:
+    """Average the weights of several trained files (a "model soup"); prints the sha256.
+
+    Use it on one run's stages: a fine-tuned continuation averaged with its start often keeps
+    the gains of both (irc's default photo model is such an average; see weights/tur/tur-photo.md).
+
+    Example: irc weights average runs/stage1.safetensors runs/stage2.safetensors -o weights/tur/tur-photo.safetensors
+    """
+    from irc.averaging import average_weights, parse_ratios
+    from irc.download import sha256_file
+    from irc.train.loop import _manifest_snippet
+    from irc.weights import save_weights
+
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out {out}: weights are written as .safetensors")
+    shares = parse_ratios(ratios, len(files))
+    state, metadata = average_weights(files, shares)
+    save_weights(out, state, metadata)
+    sha = sha256_file(out)
+    parts = ", ".join(f"{f.name} x {s:.4g}" for f, s in zip(files, shares))
+    typer.echo(f"averaged {parts}\nwrote {out}\nsha256 {sha}\n\n{_manifest_snippet(metadata.get('name') or out.stem, metadata['method'], out, sha)}")
+
+
 # ----------------------------------------------------------------------------- datasets
 @datasets_app.command("list")
 def datasets_list(

@@ -880,7 +880,7 @@ def _manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:
     lines = ["[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{file}"', f'sha256 = "{sha256}"',
              'license = "Apache-2.0"   # the licence you release these weights under']  # fmt: skip
     if find_entry(name) is not None:
-        lines.insert(0, f"# the manifest already has {name!r}: replace that entry, or choose another name (--set export.name=...)")
+        lines.insert(0, f"# the manifest already has {name!r}: replace that entry, or choose another name")
     return "\n".join(lines)
 
 
