@@ -604,8 +604,7 @@ def weights_average(
     """
     from irc.averaging import average_weights, parse_ratios
     from irc.download import sha256_file
-    from irc.train.loop import _manifest_snippet
-    from irc.weights import save_weights
+    from irc.weights import manifest_snippet, save_weights
 
     if out.suffix != ".safetensors":
         raise UsageError(f"--out {out}: weights are written as .safetensors")
@@ -614,7 +613,7 @@ def weights_average(
     save_weights(out, state, metadata)
     sha = sha256_file(out)
     parts = ", ".join(f"{f.name} x {s:.4g}" for f, s in zip(files, shares))
-    typer.echo(f"averaged {parts}\nwrote {out}\nsha256 {sha}\n\n{_manifest_snippet(metadata.get('name') or out.stem, metadata['method'], out, sha)}")
+    typer.echo(f"averaged {parts}\nwrote {out}\nsha256 {sha}\n\n{manifest_snippet(metadata.get('name') or out.stem, metadata['method'], out, sha)}")
 
 
 # ----------------------------------------------------------------------------- datasets

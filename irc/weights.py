@@ -697,6 +697,20 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
     return True, f"{path}"
 
 
+def manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:
+    """A ``[[weights]]`` entry for weights/manifest.toml (printed by ``irc train --export`` and
+    ``irc weights average``): ``file`` relative to the manifest when the file lies under it, and a
+    comment when ``name`` is already taken."""
+    shipped = weights_dir().resolve()
+    target = path.resolve()
+    file = target.relative_to(shipped).as_posix() if target.is_relative_to(shipped) else str(target)
+    lines = ["[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{file}"', f'sha256 = "{sha256}"',
+             'license = "Apache-2.0"   # the licence you release these weights under']  # fmt: skip
+    if find_entry(name) is not None:
+        lines.insert(0, f"# the manifest already has {name!r}: replace that entry, or choose another name")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- file I/O
 def read_metadata(path: Path) -> dict[str, Any]:
     """Metadata of a ``.safetensors`` file, read from its JSON header (no torch needed).

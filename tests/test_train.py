@@ -602,11 +602,10 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(images, tmp_
 
 
 def test_manifest_snippet_paths_and_taken_names(tmp_path, monkeypatch):
-    from irc.train.loop import _manifest_snippet
-    from irc.weights import weights_dir
+    from irc.weights import manifest_snippet, weights_dir
 
-    inside = _manifest_snippet("tur-nafnet-mio7", "tur", weights_dir() / "tur" / "new.safetensors", "ab")
+    inside = manifest_snippet("tur-nafnet-mio7", "tur", weights_dir() / "tur" / "new.safetensors", "ab")
     assert inside.startswith("# the manifest already has 'tur-nafnet-mio7'")
     assert 'file = "tur/new.safetensors"' in inside and 'license = "Apache-2.0"' in inside
-    outside = _manifest_snippet("my-model", "tur", tmp_path / "m.safetensors", "ab")
+    outside = manifest_snippet("my-model", "tur", tmp_path / "m.safetensors", "ab")
     assert outside.startswith("[[weights]]") and f'file = "{(tmp_path / "m.safetensors").resolve()}"' in outside

@@ -869,21 +869,6 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path |
 # --------------------------------------------------------------------------------------------
 
 
-def _manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:
-    """A ``[[weights]]`` entry for weights/manifest.toml: ``file`` relative to the manifest when
-    the export lies under it, and a comment when ``name`` is already taken."""
-    from irc.weights import find_entry, weights_dir
-
-    shipped = weights_dir().resolve()
-    target = path.resolve()
-    file = target.relative_to(shipped).as_posix() if target.is_relative_to(shipped) else str(target)
-    lines = ["[[weights]]", f'name = "{name}"', f'method = "{method}"', f'file = "{file}"', f'sha256 = "{sha256}"',
-             'license = "Apache-2.0"   # the licence you release these weights under']  # fmt: skip
-    if find_entry(name) is not None:
-        lines.insert(0, f"# the manifest already has {name!r}: replace that entry, or choose another name")
-    return "\n".join(lines)
-
-
 def run_train_command(
     *,
     recipe: Path | None,
@@ -899,6 +884,7 @@ def run_train_command(
 ) -> int:
     """``irc train``: returns the exit code (results on stdout, logs on stderr)."""
     from irc.config import parse_set_options
+    from irc.weights import manifest_snippet
 
     if export is not None and export.suffix != ".safetensors":
         raise UsageError(f"--export {export}: weights are written as .safetensors")
@@ -911,7 +897,7 @@ def run_train_command(
         checkpoint = None if resume in (None, "auto") else resolve_resume(resume, directory, verify=False)
         path, sha = export_run(directory, export, checkpoint=checkpoint)
         resolved = load_recipe(directory / RESOLVED_RECIPE)
-        print(f"exported {path}\nsha256 {sha}\n\n{_manifest_snippet(resolved.export.name or directory.name, resolved.method, path, sha)}")
+        print(f"exported {path}\nsha256 {sha}\n\n{manifest_snippet(resolved.export.name or directory.name, resolved.method, path, sha)}")
         return 0
     if recipe is None:
         raise UsageError("give a recipe file: irc train RECIPE.toml (see recipes/README.md)")
@@ -928,6 +914,6 @@ def run_train_command(
         elif not quiet:
             print(f"finished {result.step} steps; checkpoint {result.checkpoint}", file=sys.stderr)
         if result.export is not None:
-            print(f"exported {result.export}\nsha256 {result.sha256}\n\n{_manifest_snippet(name, loaded.method, result.export, result.sha256)}")
+            print(f"exported {result.export}\nsha256 {result.sha256}\n\n{manifest_snippet(name, loaded.method, result.export, result.sha256)}")
     return result.exit_code
 
