@@ -24,6 +24,11 @@ from irc.errors import UsageError, WeightsError
 # these average fine (the continuation of a run names its start in ``init_from``).
 TRAINING_ONLY_CONFIG_KEYS = ("init_from",)
 
+# Metadata that describes a file's training, not how to load it: kept when every input agrees,
+# dropped otherwise (``averaged_from`` records each input's steps). Any other metadata (LoRun's
+# ``cs_phi`` says how its matrix is stored) must agree, or the files do not average.
+TRAINING_METADATA = ("steps", "recipe", "data", "trained_on", "name", "description", "averaged_from", "irc_version", "format")
+
 
 def parse_ratios(text: str | None, count: int) -> list[float]:
     """``--ratios`` as weights that sum to 1: ``None`` gives equal shares; ``"1,3"`` gives
@@ -67,12 +72,14 @@ def average_weights(paths: Sequence[Path], ratios: Sequence[float]) -> tuple[dic
 
     Returns:
         ``(state_dict, metadata)`` for :func:`irc.weights.save_weights`: the first file's method
-        and config (its ``init_from`` cleared), its ``name`` when all files share it, and
+        and config (its ``init_from`` cleared), the other metadata the files agree on (training
+        descriptions such as ``steps`` or ``recipe`` are dropped where they differ), and
         ``averaged_from``: a list of ``{"file", "sha256", "share", "steps"}``, one per input.
 
     Raises:
         WeightsError: fewer than two files, different methods, configs (apart from training-only
-            keys), tensor names, shapes or dtypes, or unequal non-float tensors.
+            keys), tensor names, shapes or dtypes, unequal non-float tensors, or other metadata
+            (not a training description) that differs.
     """
     import torch
 
@@ -103,6 +110,22 @@ def average_weights(paths: Sequence[Path], ratios: Sequence[float]) -> tuple[dic
             if not ref.is_floating_point() and not torch.equal(tensor, ref):
                 raise WeightsError(f"{path}: {key} ({ref.dtype}) differs from {first_path}'s and cannot be averaged")
 
+    full_config = dict(first_meta["config"])
+    for key in TRAINING_ONLY_CONFIG_KEYS:
+        if key in full_config:
+            full_config[key] = ""
+    metadata: dict[str, Any] = {}
+    for key in dict.fromkeys(k for _, _, meta in loaded for k in meta):
+        if key in ("method", "config"):
+            continue
+        values = [meta.get(key) for _, _, meta in loaded]
+        if all(v == values[0] for v in values):
+            metadata[key] = values[0]
+        elif key not in TRAINING_METADATA:
+            raise WeightsError(f"the files' metadata {key!r} differs ({', '.join(repr(v) for v in values)}): they do not average")
+    for key in ("averaged_from", "irc_version", "format"):  # the new file's own
+        metadata.pop(key, None)
+
     averaged: dict[str, Any] = {}
     for key, ref in first_state.items():
         if not ref.is_floating_point():
@@ -113,22 +136,12 @@ def average_weights(paths: Sequence[Path], ratios: Sequence[float]) -> tuple[dic
             total += share * state[key].to(torch.float64)
         averaged[key] = total.to(ref.dtype)
 
-    full_config = dict(first_meta["config"])
-    for key in TRAINING_ONLY_CONFIG_KEYS:
-        if key in full_config:
-            full_config[key] = ""
-    metadata: dict[str, Any] = {
-        "method": method,
-        "config": full_config,
-        "averaged_from": json.dumps(
+    metadata.update(
+        method=method,
+        config=full_config,
+        averaged_from=json.dumps(
             [{"file": path.name, "sha256": sha256_file(path), "share": share, "steps": meta.get("steps", "")}
              for (path, _, meta), share in zip(loaded, ratios)]
         ),
-    }
-    names = {meta.get("name") for _, _, meta in loaded}
-    if len(names) == 1 and names != {None}:
-        metadata["name"] = names.pop()
-    trained_on = {meta.get("trained_on") for _, _, meta in loaded}
-    if len(trained_on) == 1 and trained_on != {None}:
-        metadata["trained_on"] = trained_on.pop()
+    )
     return averaged, metadata

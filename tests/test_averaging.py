@@ -78,6 +78,22 @@ def test_files_of_different_networks_or_methods_are_refused(tmp_path):
         average_weights([a], [1.0])
 
 
+def test_metadata_that_says_how_to_load_must_agree_and_is_kept(tmp_path):
+    """Loading-relevant metadata (LoRun's ``cs_phi`` says how its matrix is stored) is carried
+    over when the files agree and refused when they differ; training descriptions are not."""
+    a, _ = _weights(tmp_path, "a", 0)
+    b, _ = _weights(tmp_path, "b", 1)
+    for path, layout in ((a, "unscaled"), (b, "unscaled")):
+        state, meta = load_weights(path)
+        save_weights(path, state, {**meta, "cs_phi": layout, "recipe": path.stem})
+    state, meta = average_weights([a, b], [0.5, 0.5])
+    assert meta["cs_phi"] == "unscaled" and "recipe" not in meta and "steps" not in meta and meta["name"] == "tur-small"
+    state, meta_b = load_weights(b)
+    save_weights(b, state, {**meta_b, "cs_phi": "scaled"})
+    with pytest.raises(WeightsError, match="'cs_phi' differs"):
+        average_weights([a, b], [0.5, 0.5])
+
+
 @pytest.mark.parametrize("text", ["1", "1,x", "1,-1", "0,0", "1,nan"])
 def test_bad_ratios_are_usage_errors(text):
     with pytest.raises(UsageError, match="--ratios"):
