@@ -2,7 +2,9 @@
 
 For every (image size, tile setting) the method restores a fixed random image ``warmup`` times
 untimed, then ``repeats`` times timed (CUDA work is synchronised before each clock read). We
-report median / min / max latency, throughput in input megapixels per second, peak device
+report median / min / max latency, the first call's latency (``first``: the first warm-up, or
+the first timed run without one; it carries one-time costs such as HYPIR's LoRA fusion, oneDNN's
+kernel creation or ``--compile``, which a single-image ``irc restore`` pays), throughput in input megapixels per second, peak device
 memory (``torch.cuda.max_memory_allocated``), peak host memory (Linux ``VmHWM``, reset between
 runs where the kernel allows), parameter count, and FLOPs per input pixel counted once by
 ``torch.utils.flop_counter.FlopCounterMode`` (matmul/conv FLOPs; element-wise work is not
@@ -37,6 +39,7 @@ class BenchCase:
 class BenchResult:
     case: BenchCase
     latencies: list[float] = field(default_factory=list)
+    first_latency: float | None = None
     peak_device_bytes: int | None = None
     peak_host_bytes: int | None = None
     flops: float | None = None
@@ -50,7 +53,8 @@ class BenchResult:
             "tile": self.case.tile,
             "channels": self.case.channels,
             "output_shape": list(self.output_shape),
-            "latency_s": {"median": round(median, 6), "min": round(min(self.latencies), 6), "max": round(max(self.latencies), 6), "repeats": len(self.latencies)},
+            "latency_s": {"median": round(median, 6), "min": round(min(self.latencies), 6), "max": round(max(self.latencies), 6), "repeats": len(self.latencies),
+                          "first": round(self.latencies[0] if self.first_latency is None else self.first_latency, 6)},
             "megapixels_per_s": round(pixels / 1e6 / median, 4),
             "peak_device_mib": None if self.peak_device_bytes is None else round(self.peak_device_bytes / 2**20, 2),
             "peak_host_mib": None if self.peak_host_bytes is None else round(self.peak_host_bytes / 2**20, 2),
@@ -112,8 +116,12 @@ def bench_case(method: Method, case: BenchCase, knobs: dict[str, Any], *, warmup
     x = torch.rand(1, case.channels, case.size, case.size, generator=generator)
     device = method.device
     result = BenchResult(case)
-    for _ in range(warmup):
+    for i in range(warmup):
+        start = time.perf_counter()
         method.restore(x, tile=case.tile, **knobs)
+        _sync(device)
+        if i == 0:
+            result.first_latency = time.perf_counter() - start
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -165,7 +173,8 @@ def run_bench(method: Method, cases: list[BenchCase], knobs: dict[str, Any], *, 
 
 
 def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median latency of every other variant over the first one's, per (size, tile)."""
+    """Median latency of every other variant over the first one's, per (size, tile); also the
+    first calls' ratio (``first_ratio``: one-time costs included)."""
     out = []
     by_case: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
@@ -176,6 +185,7 @@ def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({
                 "size": size, "tile": tile, "faster": first["variant"], "than": other["variant"],
                 "ratio": round(other["latency_s"]["median"] / first["latency_s"]["median"], 3),
+                "first_ratio": round(other["latency_s"]["first"] / first["latency_s"]["first"], 3),
             })  # fmt: skip
     return out
 

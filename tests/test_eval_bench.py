@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from irc.cli import main
 
@@ -95,3 +96,26 @@ def test_bench_bicubic_prints_json(capsys, tmp_path):
 def test_bench_table(capsys):
     assert main(["bench", "-m", "identity", "--device", "cpu", "--sizes", "32", "--repeats", "1"]) == 0
     assert "identity" in capsys.readouterr().out
+
+
+def test_bench_reports_the_first_call_apart():
+    """One-time costs (HYPIR's LoRA fusion, kernel creation) show in ``first``, not in the median."""
+    import time
+
+    from irc.bench import BenchCase, bench_case
+
+    class OneTimeCost:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.calls = 0
+
+        def restore(self, x, **_):
+            self.calls += 1
+            time.sleep(0.3 if self.calls == 1 else 0.0)
+            return x
+
+    warm = bench_case(OneTimeCost(), BenchCase(16), {}, warmup=1, repeats=2, flops=False).as_dict()["latency_s"]
+    assert warm["first"] >= 0.3 > warm["max"]
+    cold = bench_case(OneTimeCost(), BenchCase(16), {}, warmup=0, repeats=2, flops=False).as_dict()["latency_s"]
+    assert cold["first"] == cold["max"] >= 0.3 > cold["min"]
