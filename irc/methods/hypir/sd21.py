@@ -202,7 +202,7 @@ def check_layout(folder: Path) -> None:
     if missing:
         raise WeightsError(
             f"{folder} is not a Stable Diffusion 2.1 folder: missing {', '.join(p + '/' for p in missing)} "
-            "(expected the layout of stabilityai/stable-diffusion-2-1-base: unet, vae, text_encoder, tokenizer, scheduler)"
+            "(expected the layout of stable-diffusion-2-1-base: unet, vae, text_encoder, tokenizer, scheduler)"
         )
 
 
