@@ -195,7 +195,7 @@ _irc() {
         "restore") COMPREPLY=($(compgen -W "--method -m --weights -w --base-model --output -o --name-template --ext --recursive -r --overwrite --measurement --option -O --device --dtype --tile --tile-overlap --seed --compile --offline --jsonl --quiet -q --scale -s --task -t --ratio --kernel --mask --stages --prompt -p --prompt-file --prompt-dir --upscale --longest-side --patch --stride --model-t --coeff-t --texture --latent --steps --drm --drm-schedule --dpsc" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--set --run-dir --resume --steps --stop-at --device --export --export-only --quiet -q" -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "average fetch list verify" -- "$cur")) ;;
-        "weights average") COMPREPLY=($(compgen -W "--out -o --ratios" -- "$cur")); COMPREPLY+=($(compgen -f -- "$cur")) ;;
+        "weights average") COMPREPLY=($(compgen -W "--out -o --ratios --overwrite" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--base-model --offline" -- "$cur")) ;;
         "weights list") COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
         "weights verify") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

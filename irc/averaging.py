@@ -7,6 +7,8 @@ neither: irc's default photo model is the average of its first training stage an
 stage continued from it (weights/tur/tur-photo.md). The files must come from one run lineage —
 averaging networks trained from different initialisations is meaningless — which irc cannot
 see; what it checks is that they are the same method, architecture and tensor layout.
+LoRA factors are refused: the mean of two adapters' products ``B·A`` is not the product of their
+means, so a parameter-wise mean of LoRA files is not the mean of the models.
 
 ``irc weights average A B --out C`` is the command; :func:`average_weights` does the work.
 """
@@ -32,7 +34,7 @@ TRAINING_METADATA = ("steps", "recipe", "data", "trained_on", "name", "descripti
 
 def parse_ratios(text: str | None, count: int) -> list[float]:
     """``--ratios`` as weights that sum to 1: ``None`` gives equal shares; ``"1,3"`` gives
-    0.25 / 0.75 (any positive numbers, normalised).
+    0.25 / 0.75 (numbers >= 0, not all zero, normalised).
 
     Raises:
         UsageError: a wrong count, a value that is not a finite number >= 0, or all zero.
@@ -45,9 +47,9 @@ def parse_ratios(text: str | None, count: int) -> list[float]:
         raise UsageError(f"--ratios {text!r}: give {count} comma-separated numbers, e.g. 1,1") from None
     if len(values) != count:
         raise UsageError(f"--ratios {text!r}: {len(values)} numbers for {count} files")
-    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-        raise UsageError(f"--ratios {text!r}: shares must be numbers >= 0, not all zero")
     total = sum(values)
+    if any(not math.isfinite(v) or v < 0 for v in values) or not 0 < total < math.inf:
+        raise UsageError(f"--ratios {text!r}: shares must be finite numbers >= 0, not all zero")
     return [v / total for v in values]
 
 
@@ -92,6 +94,9 @@ def average_weights(paths: Sequence[Path], ratios: Sequence[float]) -> tuple[dic
         raise WeightsError(f"{len(ratios)} shares for {len(paths)} files")
     loaded = [(Path(p), *load_weights(Path(p))) for p in paths]
     first_path, first_state, first_meta = loaded[0]
+    lora = [k for k in first_state if ".lora_A." in k or ".lora_B." in k]
+    if lora:
+        raise WeightsError(f"{first_path} holds LoRA factors ({lora[0]} ...): the mean of LoRA files is not the mean of their models (B·A does not average factor by factor)")
     method, config = _network_config(first_meta, first_path)
     for path, state, meta in loaded[1:]:
         other_method, other_config = _network_config(meta, path)
@@ -123,6 +128,10 @@ def average_weights(paths: Sequence[Path], ratios: Sequence[float]) -> tuple[dic
             metadata[key] = values[0]
         elif key not in TRAINING_METADATA:
             raise WeightsError(f"the files' metadata {key!r} differs ({', '.join(repr(v) for v in values)}): they do not average")
+    if len({meta.get("recipe") for _, _, meta in loaded}) > 1:
+        # ``data`` summarises a recipe's data; where the recipes differ it can hide how (the
+        # photo model's stages differ in task shares that the summary leaves out)
+        metadata.pop("data", None)
     for key in ("averaged_from", "irc_version", "format"):  # the new file's own
         metadata.pop(key, None)
 

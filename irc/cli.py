@@ -591,24 +591,37 @@ def weights_fetch(
 
 @weights_app.command("average")
 def weights_average(
-    files: List[Path] = typer.Argument(..., help="Two or more .safetensors files of one method and architecture (one run and its continuations).", exists=True, dir_okay=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the average (.safetensors)."),
-    ratios: Optional[str] = typer.Option(None, "--ratios", help="Share of each file, comma-separated, normalised to sum 1 (default: equal), e.g. 1,3."),
+    weights: List[str] = typer.Argument(..., help="Two or more weights of one method and architecture (one run and its continuations): files, manifest names or hub ids.", metavar="WEIGHTS..."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the average (.safetensors); never one of the inputs."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Share of each input, comma-separated, normalised to sum 1 (default: equal), e.g. 1,3."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Average the weights of several trained files (a "model soup"); prints the sha256.
 
-    Use it on one run's stages: a fine-tuned continuation averaged with its start often keeps
-    the gains of both (irc's default photo model is such an average; see weights/tur/tur-photo.md).
+    For the stages of one run: averaging a fine-tuned continuation with its start can keep part
+    of the continuation's gains while undoing some of its harm (irc's default photo model is
+    such an average; see weights/tur/tur-photo.md). LoRA factors do not average (the mean of
+    B·A is not mean(B)·mean(A)): HYPIR LoRA files are refused.
 
-    Example: irc weights average runs/stage1.safetensors runs/stage2.safetensors -o weights/tur/tur-photo.safetensors
+    Example: irc weights average runs/stage1.safetensors runs/stage2.safetensors -o runs/avg.safetensors
     """
     from irc.averaging import average_weights, parse_ratios
     from irc.download import sha256_file
-    from irc.weights import manifest_snippet, save_weights
+    from irc.weights import manifest_snippet, resolve_weights, save_weights
 
+    if len(weights) < 2:
+        raise UsageError("give at least two weights to average")
     if out.suffix != ".safetensors":
         raise UsageError(f"--out {out}: weights are written as .safetensors")
-    shares = parse_ratios(ratios, len(files))
+    shares = parse_ratios(ratios, len(weights))
+    files = [resolve_weights(spec).path for spec in weights]
+    same = {f.resolve() for f in files}
+    if len(same) < len(files):
+        raise UsageError("the same file is given twice: give each file once and weigh them with --ratios")
+    if out.resolve() in same:
+        raise UsageError(f"--out {out} is one of the inputs: write the average elsewhere")
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out} exists: add --overwrite to replace it")
     state, metadata = average_weights(files, shares)
     save_weights(out, state, metadata)
     sha = sha256_file(out)

@@ -16,13 +16,14 @@ SMALL = {"backbone": "convunet", "width": 8, "enc_blocks": [1, 1, 1], "middle_bl
          "condition": ["auto", "noise"]}  # fmt: skip
 
 
-def _weights(tmp_path, name, seed, **config):
+def _weights(tmp_path, name, seed, init_from="", **config):
     torch.manual_seed(seed)
     method = TUR.from_config({**SMALL, **config})
     with torch.no_grad():
         for p in method.network.parameters():
             p.add_(0.1 * torch.randn_like(p))
     meta = {**method.metadata(), "name": "tur-small", "steps": str(100 * (seed + 1))}
+    meta["config"] = {**meta["config"], "init_from": init_from}  # as a file written before Method.metadata cleared it
     return save_weights(tmp_path / f"{name}.safetensors", method.state_dict(), meta), method
 
 
@@ -31,6 +32,7 @@ def test_the_average_is_the_weighted_mean_and_loads_as_the_method(tmp_path):
 
     a, net_a = _weights(tmp_path, "a", 0)
     b, net_b = _weights(tmp_path, "b", 1, init_from=str(a))  # a continuation names its start: still one network
+    assert read_metadata(b)["config"]["init_from"] == str(a)
     state, meta = average_weights([a, b], parse_ratios("1,3", 2))
     save_weights(tmp_path / "avg.safetensors", state, meta)
     sa, sb = net_a.state_dict(), net_b.state_dict()
@@ -76,6 +78,11 @@ def test_files_of_different_networks_or_methods_are_refused(tmp_path):
         average_weights([a, tmp_path / "foreign.safetensors"], [0.5, 0.5])
     with pytest.raises(WeightsError, match="at least two"):
         average_weights([a], [1.0])
+    lora = {"unet.to_q.lora_A.default.weight": torch.rand(4, 8), "unet.to_q.lora_B.default.weight": torch.rand(8, 4)}
+    for name in ("l1", "l2"):
+        save_weights(tmp_path / f"{name}.safetensors", lora, {"method": "hypir", "config": {}})
+    with pytest.raises(WeightsError, match="LoRA factors"):
+        average_weights([tmp_path / "l1.safetensors", tmp_path / "l2.safetensors"], [0.5, 0.5])
 
 
 def test_metadata_that_says_how_to_load_must_agree_and_is_kept(tmp_path):
@@ -94,7 +101,7 @@ def test_metadata_that_says_how_to_load_must_agree_and_is_kept(tmp_path):
         average_weights([a, b], [0.5, 0.5])
 
 
-@pytest.mark.parametrize("text", ["1", "1,x", "1,-1", "0,0", "1,nan"])
+@pytest.mark.parametrize("text", ["1", "1,x", "1,-1", "0,0", "1,nan", "1e308,1e308"])
 def test_bad_ratios_are_usage_errors(text):
     with pytest.raises(UsageError, match="--ratios"):
         parse_ratios(text, 2)
@@ -110,6 +117,29 @@ def test_cli_writes_the_average_and_prints_its_sha(tmp_path, capsys):
     assert main(["weights", "average", str(a), str(b), "-o", str(out), "--ratios", "1,1"]) == 0
     printed = capsys.readouterr().out
     assert f"sha256 {sha256_file(out)}" in printed and 'name = "tur-small"' in printed
-    assert main(["weights", "average", str(a), str(b), "-o", str(tmp_path / "soup.pt")]) == 2
-    assert main(["weights", "average", str(a), str(b), "-o", str(tmp_path / "x.safetensors"), "--ratios", "1,2,3"]) == 2
-    assert not (tmp_path / "x.safetensors").exists()
+    first = out.read_bytes()
+    # the same inputs give the same file, byte for byte (a release must be reproducible)
+    assert main(["weights", "average", str(a), str(b), "-o", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() == first
+
+
+@pytest.mark.parametrize("case", ["one file", "same file twice", "out is an input", "out exists", "not safetensors", "ratio count"])
+def test_cli_refuses_what_would_lose_or_fake_something(case, tmp_path, capsys):
+    from irc.cli import main
+
+    a, _ = _weights(tmp_path, "a", 0)
+    b, _ = _weights(tmp_path, "b", 1)
+    before = {p: p.read_bytes() for p in (a, b)}
+    (tmp_path / "taken.safetensors").write_bytes(b"keep me")
+    args = {
+        "one file": [str(a), "-o", str(tmp_path / "x.safetensors")],
+        "same file twice": [str(a), str(a), "-o", str(tmp_path / "x.safetensors")],
+        "out is an input": [str(a), str(b), "-o", str(b)],
+        "out exists": [str(a), str(b), "-o", str(tmp_path / "taken.safetensors")],
+        "not safetensors": [str(a), str(b), "-o", str(tmp_path / "x.pt")],
+        "ratio count": [str(a), str(b), "-o", str(tmp_path / "x.safetensors"), "--ratios", "1,2,3"],
+    }[case]
+    assert main(["weights", "average", *args]) == 2
+    assert capsys.readouterr().err.strip()
+    assert {p: p.read_bytes() for p in (a, b)} == before
+    assert (tmp_path / "taken.safetensors").read_bytes() == b"keep me" and not (tmp_path / "x.safetensors").exists()

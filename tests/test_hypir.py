@@ -332,5 +332,6 @@ def test_bench_prints_both_paths_and_their_ratio(lora_file, capsys):
     assert code == 0, err
     report = json.loads(out)
     assert [r["variant"] for r in report["results"]] == ["irc", "official"]
-    assert report["speedups"][0]["faster"] == "irc" and report["speedups"][0]["ratio"] > 0
+    assert report["speedups"][0]["faster"] == "irc" and report["speedups"][0]["ratio"] > 0 and report["speedups"][0]["first_ratio"] > 0
+    assert all(r["latency_s"]["first"] > 0 for r in report["results"])
     assert report["knobs"]["patch"] == "auto"

@@ -30,6 +30,7 @@ _PLACEHOLDERS = ("...", "NAME", "FILE", "RECIPE", "YOURS", "MY-", "N ")
 def _commands(text: str) -> list[str]:
     found: list[str] = []
     for block in _FENCE.findall(text):
+        block = re.sub(r"\\\n\s*", " ", block)  # a command continued on the next line with a backslash
         for line in block.splitlines():
             line = line.split(" # ")[0].strip()
             for part in line.split("|"):
