@@ -2,9 +2,10 @@
 
 Averaging the parameters of networks fine-tuned from one starting point ("model soups",
 Wortsman et al., ICML 2022; WiSE-FT, Wortsman et al., CVPR 2022, which interpolates between a
-model and its fine-tuned continuation) often keeps the strengths of both at the cost of
-neither: irc's default photo model is the average of its first training stage and the second
-stage continued from it (weights/tur/tur-photo.md). The files must come from one run lineage —
+model and its fine-tuned continuation) can keep part of the continuation's gains while undoing
+some of its harm: weights/tur/tur-photo.md measures such averages of the photo model's stages
+against the stages themselves (one of them was the default for a few hours, until a better
+second stage passed alone). The files must come from one run lineage —
 averaging networks trained from different initialisations is meaningless — which irc cannot
 see; what it checks is that they are the same method, architecture and tensor layout.
 LoRA factors are refused: the mean of two adapters' products ``B·A`` is not the product of their

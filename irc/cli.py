@@ -599,8 +599,8 @@ def weights_average(
     """Average the weights of several trained files (a "model soup"); prints the sha256.
 
     For the stages of one run: averaging a fine-tuned continuation with its start can keep part
-    of the continuation's gains while undoing some of its harm (irc's default photo model is
-    such an average; see weights/tur/tur-photo.md). LoRA factors do not average (the mean of
+    of the continuation's gains while undoing some of its harm (weights/tur/tur-photo.md
+    measures averages of the photo model's stages). LoRA factors do not average (the mean of
     B·A is not mean(B)·mean(A)): HYPIR LoRA files are refused.
 
     Example: irc weights average runs/stage1.safetensors runs/stage2.safetensors -o runs/avg.safetensors

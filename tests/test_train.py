@@ -609,3 +609,19 @@ def test_manifest_snippet_paths_and_taken_names(tmp_path, monkeypatch):
     assert 'file = "tur/new.safetensors"' in inside and 'license = "Apache-2.0"' in inside
     outside = manifest_snippet("my-model", "tur", tmp_path / "m.safetensors", "ab")
     assert outside.startswith("[[weights]]") and f'file = "{(tmp_path / "m.safetensors").resolve()}"' in outside
+
+
+def test_release_metadata_names_a_start_file_not_its_folder_and_the_task_mixture(tmp_path):
+    """An exported file's recipe keeps init_from's file name only (no user's directory layout);
+    the data summary says the mixture's task shares and strong-JPEG fraction (two stages whose
+    summaries looked alike differed in exactly these)."""
+    from irc.methods.tur import TUR
+    from irc.train.loop import _release_metadata
+
+    start = tmp_path / "deep" / "stage1.safetensors"
+    recipe = load_recipe(REPO / "recipes" / "tur-photo-stage2.toml", {"config.init_from": str(start)})
+    small = TUR.from_config({"backbone": "convunet", "width": 8, "condition": ["auto", "noise", "jpeg", "blur", "sr"]})
+    meta = _release_metadata(small, recipe, steps=1, trained_on="cpu", name="x")
+    assert str(tmp_path) not in meta["recipe"] and json.loads(meta["recipe"])["config"]["init_from"] == "stage1.safetensors"
+    data = json.loads(meta["data"])
+    assert data["task_probs"] == list(recipe.data.task_probs) and data["strong_jpeg"] == recipe.data.strong_jpeg > 0

@@ -240,8 +240,8 @@ def photo_mixture(probs: Sequence[float] | None = None, grey_prob: float = 0.1, 
     ``strong_jpeg``: the fraction of ``jpeg`` samples whose (last) compression is at quality
     10-30 rather than 10-95. The second training stage of the photo model raises it: with
     uniform qualities only a quarter of the JPEG samples are that strong, and the first stage
-    gained +0.57 dB on classic5 q10 where ARCNN-sized networks reach +1.2 (the shipped average
-    of both stages +0.76; weights/tur/tur-photo.md).
+    gained +0.57 dB on classic5 q10 where ARCNN-sized networks reach +1.2 (the shipped second
+    stage, at 0.25, +0.83; weights/tur/tur-photo.md).
     """
     if not 0.0 <= strong_jpeg <= 1.0:
         raise ValueError(f"strong_jpeg must be in [0, 1], got {strong_jpeg}")

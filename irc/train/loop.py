@@ -183,8 +183,9 @@ def _recipe_changes(previous: Path, recipe: Recipe) -> list[str]:
 def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on: str, name: str | None) -> dict[str, Any]:
     """Weights metadata: the method's own plus where the weights come from.
 
-    Folder paths in the data section keep only their last component: released weights should
-    not carry a user's directory layout.
+    Folder paths in the data section and the config's ``init_from`` keep only their last
+    component: released weights should not carry a user's directory layout. The ``data`` summary
+    names the mixture's task shares and strong-JPEG fraction when a recipe sets them.
     """
     from irc.data.registry import TRAINING_SETS
 
@@ -193,10 +194,14 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
     public["data"]["pairs"] = [[task, *(Path(f).name for f in where[:2]), *where[2:]] for task, *where in recipe.data.pairs]
     if public["data"].get("root"):
         public["data"]["root"] = None
+    if isinstance(public.get("config", {}).get("init_from"), str) and public["config"]["init_from"]:
+        public["config"]["init_from"] = Path(public["config"]["init_from"]).name
+    summary = {k: public["data"][k] for k in ("train", "pairs", "degradation", "crop", "grey")}
+    summary.update({k: public["data"][k] for k in ("task_probs", "strong_jpeg") if public["data"].get(k)})
     meta = dict(method.metadata())
     meta.update(
         recipe=json.dumps(public, sort_keys=True),
-        data=json.dumps({k: public["data"][k] for k in ("train", "pairs", "degradation", "crop", "grey")}, sort_keys=True),
+        data=json.dumps(summary, sort_keys=True),
         steps=str(steps),
         trained_on=trained_on,
     )
