@@ -174,7 +174,7 @@ def test_piped_tables_are_plain_and_uncut(tmp_path):
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "…" not in out and "━" not in out and "│" not in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("size"))
-    assert header.split() == ["size", "tile", "median", "s", "min", "s", "max", "s", "MP/s", "peak", "dev", "MiB", "peak", "host", "MiB", "FLOP/px", "GFLOP/s"]
+    assert header.split() == ["size", "tile", "median", "s", "min", "s", "max", "s", "first", "s", "MP/s", "peak", "dev", "MiB", "peak", "host", "MiB", "FLOP/px", "GFLOP/s"]
     row = next(line for line in out.splitlines() if line.split()[:1] == ["16"])
     assert float(row.split()[5]) > 0  # MP/s keeps significant digits, never a bare 0.00
     assert all(line == line.rstrip() for line in out.splitlines())

@@ -625,3 +625,17 @@ def test_release_metadata_names_a_start_file_not_its_folder_and_the_task_mixture
     assert str(tmp_path) not in meta["recipe"] and json.loads(meta["recipe"])["config"]["init_from"] == "stage1.safetensors"
     data = json.loads(meta["data"])
     assert data["task_probs"] == list(recipe.data.task_probs) and data["strong_jpeg"] == recipe.data.strong_jpeg > 0
+
+
+def test_the_log_says_what_a_step_costs(tmp_path, images):
+    """Each record: the FLOPs of an optimiser step (forward and backward, counted once; twice as
+    many with two micro-batches), the achieved FLOP/s and the seconds spent waiting for data."""
+    logged = {}
+    for k in (1, 2):
+        run = tmp_path / f"k{k}"
+        assert train(make_recipe(images, grad_accum=k), run, quiet=True).status == "finished"
+        steps = [r for r in records(run) if "loss" in r and "event" not in r]
+        assert steps and all(r["flops_per_step"] > 0 and r["gflop_per_s"] is not None for r in steps)
+        assert all(0 <= r["data_seconds_per_step"] <= r["seconds_per_step"] for r in steps)
+        logged[k] = steps[0]["flops_per_step"]
+    assert logged[2] == 2 * logged[1]

@@ -180,6 +180,17 @@ def _recipe_changes(previous: Path, recipe: Recipe) -> list[str]:
     return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _flop_counter():
+    """A FLOP counter for one training step (matmul and convolution FLOPs, forward and backward;
+    element-wise work is not counted), or ``None`` where torch has none."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        return FlopCounterMode(display=False)
+    except ImportError:  # pragma: no cover - torch < 2.1
+        return None
+
+
 def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on: str, name: str | None) -> dict[str, Any]:
     """Weights metadata: the method's own plus where the weights come from.
 
@@ -236,6 +247,11 @@ class _Trainer:
         self.nonfinite_total = 0
         self.nonfinite_run = 0
         self.metrics: Metrics | None = None
+        # what a step costs: seconds spent waiting for data (loading and synthesis) since the
+        # last log record, and the FLOPs of one optimiser step (counted once, at the first step
+        # of a session), from which the log reports the achieved FLOP/s
+        self.data_seconds = 0.0
+        self.step_flops: float | None = None
         self.progress: Progress | None = None
         self._loader_iter = None
         self.ema = None
@@ -516,27 +532,34 @@ class _Trainer:
         stepped: list[str] = []
         finite = True
         bad: dict[str, float] = {}
+        counter = _flop_counter() if self.step_flops is None else None
         for micro in range(k):
+            start = time.perf_counter()
             batch = self._next_batch()
+            self.data_seconds += time.perf_counter() - start
             if not finite:
                 continue  # the step is skipped; the data still advances
             torch.manual_seed(keyed_seed(recipe.seed, self.step, micro, self.rank, METHOD_STREAM))
-            with acc.autocast():
-                losses = self.method.training_step(batch, self.step)
-            self._check_losses(losses)
-            names = [g for g in self.groups if g in losses]
-            values = torch.stack([losses[g].detach().float().reshape(()) for g in names]).tolist() if names else []
-            local = all(math.isfinite(v) for v in values)
-            finite = self._all_min(local)
-            if not finite:
-                bad = dict(zip(names, values))
-                continue
-            trainable = [g for g in names if losses[g].requires_grad]
-            for i, group in enumerate(trainable):
-                # inputs= keeps each group's gradients to itself; with one group a plain backward
-                # does the same and stays compatible with reentrant activation checkpointing.
-                only = {"inputs": self.groups[group]} if len(self.groups) > 1 else {}
-                acc.backward(losses[group] / k, retain_graph=i < len(trainable) - 1, **only)
+            with counter if counter is not None else contextlib.nullcontext():
+                with acc.autocast():
+                    losses = self.method.training_step(batch, self.step)
+                self._check_losses(losses)
+                names = [g for g in self.groups if g in losses]
+                values = torch.stack([losses[g].detach().float().reshape(()) for g in names]).tolist() if names else []
+                local = all(math.isfinite(v) for v in values)
+                finite = self._all_min(local)
+                if not finite:
+                    bad = dict(zip(names, values))
+                    continue
+                trainable = [g for g in names if losses[g].requires_grad]
+                for i, group in enumerate(trainable):
+                    # inputs= keeps each group's gradients to itself; with one group a plain backward
+                    # does the same and stays compatible with reentrant activation checkpointing.
+                    only = {"inputs": self.groups[group]} if len(self.groups) > 1 else {}
+                    acc.backward(losses[group] / k, retain_graph=i < len(trainable) - 1, **only)
+            if counter is not None:  # counted on one micro-batch: forward and backward, for all k
+                self.step_flops = float(counter.get_total_flops()) * k
+                counter = None
             for group, value in zip(names, values):
                 sums[group] = sums.get(group, 0.0) + value / k
                 if group not in stepped:
@@ -739,13 +762,20 @@ class _Trainer:
     def _log(self, sums: dict[str, float], count: int, start: float, start_step: int, norms: dict[str, float], target: int, rate: float) -> None:
         groups = list(sums)
         means = self._all_mean([sums[g] / max(1, count) for g in groups])
-        seconds = (time.perf_counter() - start) / max(1, self.step - start_step)
+        steps = max(1, self.step - start_step)
+        seconds = (time.perf_counter() - start) / steps
+        data = self.data_seconds / steps
+        self.data_seconds = 0.0
         record: dict[str, Any] = {
             "step": self.step,
             "loss": dict(zip(groups, means)),
             "lr": {g: s.get_last_lr()[0] for g, s in self.schedulers.items()},
             "seconds_per_step": round(seconds, 6),
             "samples_per_second": round(self.recipe.batch * self.recipe.grad_accum * self.world / seconds, 3) if seconds > 0 else None,
+            "data_seconds_per_step": round(data, 6),
+            "flops_per_step": self.step_flops,
+            # the model's matmul / convolution work per second of step time (per process)
+            "gflop_per_s": round(self.step_flops / seconds / 1e9, 3) if self.step_flops and seconds > 0 else None,
             "samples": self.samples,
             "epoch": self.samples // self.epoch_size,
             "nonfinite": self.nonfinite_total,
@@ -758,7 +788,10 @@ class _Trainer:
             eta = (target - self.step) / rate if rate > 0 else 0.0
             lr = " ".join(f"{g}={v:.3g}" for g, v in record["lr"].items())
             self.progress.line(
-                f"step {self.step}/{target}  loss {format_losses(record['loss'])}  lr {lr}  {rate:.2f} it/s  eta {eta_text(eta)}"
+                f"step {self.step}/{target}  loss {format_losses(record['loss'])}  lr {lr}  {rate:.2f} it/s"
+                + (f"  {record['gflop_per_s']:.0f} GFLOP/s" if record["gflop_per_s"] else "")
+                + (f"  data {100 * data / seconds:.0f}%" if seconds > 0 else "")
+                + f"  eta {eta_text(eta)}"
                 + (f"  non-finite {self.nonfinite_total}" if self.nonfinite_total else "")
             )
 

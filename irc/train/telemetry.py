@@ -80,7 +80,7 @@ class Metrics:
                 for group, value in (record.get(prefix) or {}).items():
                     if isinstance(value, (int, float)):
                         self.tb.add_scalar(f"{prefix}/{group}", value, step)
-        for key in ("seconds_per_step", "samples_per_second"):
+        for key in ("seconds_per_step", "samples_per_second", "data_seconds_per_step", "gflop_per_s"):
             if isinstance(record.get(key), (int, float)):
                 self.tb.add_scalar(f"perf/{key}", record[key], step)
         if "nonfinite" in record:
