@@ -133,6 +133,38 @@ def test_texture_zero_is_the_plain_unet(lora_file, hypir, image):
     assert torch.allclose(restore_tensor(hypir, image, texture=0.0, **kw), restore_tensor(plain, image, **kw), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("texture", [1.0, 0.6])
+def test_our_merge_is_peft_merge(lora_file, dtype, texture):
+    """merge_lora adds what peft's merge adds (its deltas in the weights' dtype rather than fp32
+    on a CPU: the same up to one rounding in bf16), marks the layers merged, and unmerging
+    restores the base weights."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    from irc.methods.hypir.lora import merge_lora
+
+    def base_weights(method):
+        return {n: m.get_base_layer().weight.detach().float().clone() for n, m in method.network.unet.named_modules() if isinstance(m, LoraLayer)}
+
+    ours, theirs = (HYPIR.from_weights(lora_file, base_model="random:tiny", dtype=dtype) for _ in range(2))
+    before = base_weights(ours)
+    for method in (ours, theirs):
+        method.network.unet.set_adapters(["default"], weights=[texture])
+    assert merge_lora(ours.network.unet) == len(before) > 0
+    theirs.network.unet.fuse_lora(lora_scale=1.0)
+    merged, reference = base_weights(ours), base_weights(theirs)
+    for name in before:
+        tol = 1e-6 if dtype == torch.float32 else 2 ** -7 * float(reference[name].abs().max())
+        torch.testing.assert_close(merged[name], reference[name], atol=tol, rtol=0)
+    assert all(m.merged for m in ours.network.unet.modules() if isinstance(m, LoraLayer))
+    assert merge_lora(ours.network.unet) == 0  # already merged: nothing added twice
+    merge_lora(ours.network.unet, unmerge=True)
+    assert not any(m.merged for m in ours.network.unet.modules() if isinstance(m, LoraLayer))
+    for name, weight in base_weights(ours).items():
+        tol = 1e-6 if dtype == torch.float32 else 2 ** -7 * float(before[name].abs().max())
+        torch.testing.assert_close(weight, before[name], atol=tol, rtol=0)
+
+
 def test_fused_and_unfused_lora_agree(hypir, image):
     kw = dict(latent="mode", prompt="a cat", texture=1.0, **SMALL)
     runner = StageRunner(keys=["a"])

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from irc.errors import UsageError, WeightsError
 from irc.methods.base import Component, Method
 from irc.methods.hypir.enhance import resize_antialiased, resize_at_least, upscale_bicubic, wavelet_colour_fix, x0_from_eps
-from irc.methods.hypir.lora import TARGETS, add_lora, check_key_set, is_lora_key, lora_keys, lora_rank, read_lora_file
+from irc.methods.hypir.lora import TARGETS, add_lora, check_key_set, is_lora_key, lora_keys, lora_rank, merge_lora, read_lora_file
 from irc.methods.options import OPTIONS
 from irc.runner import StageRunner
 from irc.tiling import TileSpec
@@ -375,13 +375,13 @@ class HYPIR(Method):
         # the adapter's weight carries the scale; fusing then merges exactly that (never scale x scale)
         unet.set_adapters(["default"], weights=[float(scale)])
         if fuse:
-            unet.fuse_lora(lora_scale=1.0)
+            merge_lora(unet)
             self._fused = True
         self._lora_state = wanted
 
     def _unfuse(self) -> None:
         if self._fused:
-            self.network.unet.unfuse_lora()
+            merge_lora(self.network.unet, unmerge=True)
             self._fused = False
         self._lora_state = None
 
