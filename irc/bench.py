@@ -4,9 +4,10 @@ For every (image size, tile setting) the method restores a fixed random image ``
 untimed, then ``repeats`` times timed (CUDA work is synchronised before each clock read). We
 report median / min / max latency, the first call's latency (``first``: the first warm-up, or
 the first timed run without one; it carries one-time costs such as HYPIR's LoRA fusion, oneDNN's
-kernel creation or ``--compile``, which a single-image ``irc restore`` pays), throughput in input megapixels per second, peak device
-memory (``torch.cuda.max_memory_allocated``), peak host memory (Linux ``VmHWM``, reset between
-runs where the kernel allows), parameter count, and FLOPs per input pixel counted once by
+kernel creation or ``--compile``, which a single-image ``irc restore`` pays), throughput in
+input megapixels per second, peak device memory (``torch.cuda.max_memory_allocated``), peak
+host memory (Linux ``VmHWM``, reset between runs where the kernel allows), parameter count,
+and FLOPs per input pixel counted once by
 ``torch.utils.flop_counter.FlopCounterMode`` (matmul/conv FLOPs; element-wise work is not
 counted), from which the achieved FLOP/s follows.
 """
