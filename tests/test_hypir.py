@@ -278,6 +278,9 @@ def test_training_steps_move_only_what_trains(stage, tmp_path, data_root, lora_f
         "steps": "2", "batch": "2", "mixed_precision": "no", "config.base": "random:tiny", "config.base_revision": "",
         "config.lora_rank": "4", "config.discriminator": "tiny", "config.lpips": "auto", "config.gradient_checkpointing": "false",
         "data.crop": "64", "data.workers": "0", "data.train": '["div2k-crops"]', "log_every": "1", "ema.decay": "0.5",
+        # validation on the EMA weights fuses the EMA's LoRA; the frozen base must come back intact
+        "validation.dataset": "set5", "validation.every": "1", "validation.limit": "1", "validation.options.task": "sr",
+        "validation.options.scale": "4", "validation.knobs.upscale": "4", "validation.knobs.patch": "64", "validation.knobs.stride": "32",
         **({"config.init_from": str(lora_file)} if stage == "encoder" else {}),
     }  # fmt: skip
     torch.manual_seed(231)  # the recipe's seed: the same initial LoRA as the run's
@@ -292,7 +295,9 @@ def test_training_steps_move_only_what_trains(stage, tmp_path, data_root, lora_f
         if ".lora_" not in key and key.replace("base_layer.", "") in {k.replace("base_layer.", "") for k in frozen_before}:
             ref = frozen_before.get(key)
             if ref is not None:
-                assert torch.equal(value, ref), key
+                # validation merges and unmerges the LoRA: fp32 rounding (~1e-9) but no drift
+                # (unmerging the live LoRA from EMA-merged weights left 2e-5 here)
+                torch.testing.assert_close(value, ref, atol=1e-7, rtol=0, msg=key)
     from irc.train.checkpoints import load_checkpoint
 
     state, _ = load_checkpoint(latest_checkpoint(tmp_path / "run"))

@@ -630,7 +630,10 @@ class _Trainer:
             context = self.ema.swapped(self.method.averaged_state()) if self.ema is not None else contextlib.nullcontext()
             with context:
                 out = evaluate(Run(label=f"step-{self.step}", method=self.method, knobs=dict(self.recipe.validation.knobs)), self._bench)
-            self.method.train(True)
+                # back to training while the evaluated weights are still in place: a method that
+                # merged them for inference (HYPIR fuses its LoRA) must unmerge those, not the
+                # live ones the swap restores
+                self.method.train(True)
             s = out.summary
             result = {"dataset": self._bench.name, "images": s["images"], "psnr": s["psnr"], "ssim": s["ssim"], "ema": self.ema is not None}
             if "sam" in s:
