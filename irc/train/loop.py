@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from irc import __version__
 from irc.errors import IrcError, UsageError
 from irc.methods.base import Method, TrainBatch
-from irc.recipes import Recipe, dumps_toml, load_recipe, recipe_to_dict
+from irc.recipes import Recipe, _is_local_weights_path, dumps_toml, load_recipe, recipe_to_dict
 from irc.train._common import METHOD_STREAM, keyed_seed, now, os_error
 from irc.train.checkpoints import (
     CHECKPOINTS,
@@ -205,8 +205,11 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
     public["data"]["pairs"] = [[task, *(Path(f).name for f in where[:2]), *where[2:]] for task, *where in recipe.data.pairs]
     if public["data"].get("root"):
         public["data"]["root"] = None
-    if isinstance(public.get("config", {}).get("init_from"), str) and public["config"]["init_from"]:
-        public["config"]["init_from"] = Path(public["config"]["init_from"]).name
+    init_from = public.get("config", {}).get("init_from")
+    if isinstance(init_from, str) and init_from and _is_local_weights_path(init_from):
+        public["config"]["init_from"] = Path(init_from).name  # manifest names, hub ids and URLs stay as they are
+    if public.get("export", {}).get("path"):
+        public["export"]["path"] = Path(public["export"]["path"]).name
     summary = {k: public["data"][k] for k in ("train", "pairs", "degradation", "crop", "grey")}
     summary.update({k: public["data"][k] for k in ("task_probs", "strong_jpeg") if public["data"].get(k)})
     meta = dict(method.metadata())

@@ -428,6 +428,10 @@ class HYPIR(Method):
 
     @contextlib.contextmanager
     def _variant(self, official: bool):
+        # each variant starts from the same state, so that its first call pays its own one-time
+        # costs (irc's fusion; the prompt's embedding) and not the other's (unmerging irc's LoRA)
+        self._unfuse()
+        self._embeddings.clear()
         self.official = official
         self._set_layout(channels_last=not official)
         try:

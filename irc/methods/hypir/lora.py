@@ -49,22 +49,29 @@ def merge_lora(unet: nn.Module, *, unmerge: bool = False) -> int:
     this project's machine against 1.6 s for the same products in bf16 (AMX, fp32 accumulation;
     the delta is rounded to bf16 in both). That was most of the first image's extra time.
 
+    Unmerging recomputes the delta from the factors as they are: the factors and their scaling
+    must not change while merged (HYPIR unmerges before ``set_adapters`` or loading a LoRA).
+
     Returns:
         The number of layers changed.
     """
     from peft.tuners.lora.layer import LoraLayer
 
-    changed = 0
+    layers = [m for m in unet.modules() if isinstance(m, LoraLayer) and "default" in m.lora_A]
+    todo = [m for m in layers if ("default" in m.merged_adapters) == unmerge]  # the others are already as wanted
+    for module in todo:  # check every layer before changing any: never leave a half-merged UNet
+        b = module.lora_B["default"].weight
+        plain = (
+            not getattr(module, "fan_in_fan_out", False) and getattr(module.get_base_layer(), "groups", 1) == 1
+            and not any((getattr(module, attr, {}) or {}).get("default") for attr in ("use_dora", "lora_variant", "lora_bias"))
+            and (b.dim() == 2 or tuple(b.shape[2:]) == (1,) * (b.dim() - 2))
+        )  # fmt: skip
+        if not plain:
+            raise WeightsError(f"cannot merge {type(module).__name__}: not a plain LoRA layer (DoRA, LoRA bias, grouped or transposed)")
     with torch.no_grad():
-        for module in unet.modules():
-            if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
-                continue
-            if ("default" in module.merged_adapters) != unmerge:
-                continue  # already in the wanted state
+        for module in todo:
             weight = module.get_base_layer().weight
             a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
-            if getattr(module, "fan_in_fan_out", False) or getattr(module.get_base_layer(), "groups", 1) != 1 or b.dim() > 2 and b.shape[2:] != (1,) * (b.dim() - 2):
-                raise WeightsError(f"cannot merge {type(module).__name__}: not a plain LoRA layer")
             delta = torch.mm(b.flatten(1).to(weight.dtype), a.flatten(1).to(weight.dtype))
             scaling = float(module.scaling["default"])
             if scaling != 1.0:
@@ -76,8 +83,7 @@ def merge_lora(unet: nn.Module, *, unmerge: bool = False) -> int:
             else:
                 weight.add_(delta)
                 module.merged_adapters.append("default")
-            changed += 1
-    return changed
+    return len(todo)
 
 
 def lora_keys(unet: nn.Module) -> list[str]:
