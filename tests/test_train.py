@@ -627,15 +627,32 @@ def test_release_metadata_names_a_start_file_not_its_folder_and_the_task_mixture
     assert data["task_probs"] == list(recipe.data.task_probs) and data["strong_jpeg"] == recipe.data.strong_jpeg > 0
 
 
-def test_the_log_says_what_a_step_costs(tmp_path, images):
-    """Each record: the FLOPs of an optimiser step (forward and backward, counted once; twice as
-    many with two micro-batches), the achieved FLOP/s and the seconds spent waiting for data."""
+def test_the_log_says_what_a_step_costs(tmp_path, images, monkeypatch):
+    """Each record: the FLOPs of an optimiser step (forward and backward, counted once per
+    session; twice as many with two micro-batches), the achieved FLOP/s and the seconds spent
+    waiting for data."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import irc.train.loop as loop
+    from irc.methods.base import TrainBatch
+
+    made = []
+    real = loop._flop_counter
+    monkeypatch.setattr(loop, "_flop_counter", lambda: made.append(1) or real())
     logged = {}
     for k in (1, 2):
         run = tmp_path / f"k{k}"
-        assert train(make_recipe(images, grad_accum=k), run, quiet=True).status == "finished"
+        result = train(make_recipe(images, grad_accum=k), run, quiet=True)
+        assert result.status == "finished"
         steps = [r for r in records(run) if "loss" in r and "event" not in r]
         assert steps and all(r["flops_per_step"] > 0 and r["gflop_per_s"] is not None for r in steps)
         assert all(0 <= r["data_seconds_per_step"] <= r["seconds_per_step"] for r in steps)
         logged[k] = steps[0]["flops_per_step"]
+    assert len(made) == 2  # one count per session, not per step
     assert logged[2] == 2 * logged[1]
+    # backward counted too: the tiny network's first convolution has no input gradient, so a
+    # step is 2.5 forwards (a forward-only count would give 1)
+    x = torch.rand(2, 3, 16, 16)
+    with FlopCounterMode(display=False) as forward_only, torch.no_grad():
+        result.method.training_step(TrainBatch(x, x.clone(), ("noise", "noise")), 0)
+    assert 2.0 < logged[1] / forward_only.get_total_flops() <= 3.0
