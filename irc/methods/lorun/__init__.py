@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from irc.errors import UsageError, WeightsError
 from irc.methods.base import Component, Method, TrainBatch
 from irc.methods.lorun.network import _LEGACY_PHI_GAIN, PHI_LR_SCALE, LoRunConfig, LoRunNet, UNetDenoiser
-from irc.methods.lorun.tasks import TASKS, UnfoldingTask, pca_matrix, task_class
+from irc.methods.lorun.tasks import TASKS, UnfoldingTask, check_kernel_index, pca_matrix, task_class
 from irc.methods.options import OPTIONS
 from irc.nn.lora import base_parameters
 from irc.operators.measurements import load_cs_measurement, save_cs_measurement
@@ -210,8 +210,7 @@ class LoRun(Method):
         self.unfolding.validate(values)  # the task's own checks (ratio, scale, the SR kernel)
         if values["kernel"] == "":
             values["kernel"] = 0
-        if isinstance(values["kernel"], int) and not 0 <= values["kernel"] < 12:
-            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {values['kernel']}")
+        check_kernel_index(values["kernel"])  # every task: SR's own check ran inside validate
         if not 0 <= values["stages"] <= self.network.stages:
             raise UsageError(f"stages must be 0..{self.network.stages}, got {values['stages']}")
 

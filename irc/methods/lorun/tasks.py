@@ -44,6 +44,13 @@ def _unchanged(x: Tensor) -> Tensor:
     return x
 
 
+def check_kernel_index(kernel: Any) -> None:
+    """``--kernel N`` must name one of the 12 USRNet kernels (other kernel values, ``gaussian:S``
+    or a file, are checked where they are read)."""
+    if isinstance(kernel, int) and not 0 <= kernel < 12:
+        raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {kernel}")
+
+
 class UnfoldingTask:
     """One task of LoRun: its operator, its inputs and how a call becomes a measurement.
 
@@ -326,8 +333,7 @@ class SRTask(UnfoldingTask):
             print("lorun sr: no --kernel given: assuming USRNet kernel 0 (isotropic Gaussian) blurred the input; "
                   "--kernel 0-11, gaussian:SIGMA or a file says which", file=sys.stderr)  # fmt: skip
         kernel = values["kernel"] or 0
-        if isinstance(kernel, int) and not 0 <= kernel < 12:
-            raise UsageError(f"kernel index must be 0-11 (the 12 USRNet kernels), got {kernel}")
+        check_kernel_index(kernel)
         self.kernel(kernel)  # a missing or malformed kernel fails before any image
 
     def restore_measurement(self, path: Path, values: Mapping[str, Any], stages: int | None) -> Tensor:
