@@ -115,6 +115,10 @@ class DataSpec:
             mixture's own shares.
         strong_jpeg: ``mixture:photo`` only: the fraction of its ``jpeg`` samples compressed at
             quality 10-30 instead of 10-95 (0 by default; the photo model's second stage).
+        grey_prob: ``mixture:photo`` only: the fraction of samples made grey (luma replicated to
+            RGB) before they are degraded; unset for the mixture's own 0.1. Grey photos (the
+            cameraman, classic5) carry luma-only JPEG blocks and texture; the photo model's third
+            stage raises it.
     """
 
     train: tuple[str, ...] = ()
@@ -130,6 +134,7 @@ class DataSpec:
     cache: bool = False
     task_probs: tuple[float, ...] = ()
     strong_jpeg: float = 0.0
+    grey_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -560,7 +565,7 @@ def build_recipe(raw: Mapping[str, Any], overrides: Mapping[str, str] | list[str
 
 
 def _check_mixture_options(d: DataSpec, spec: DegradationSpec) -> None:
-    """``data.task_probs`` and ``data.strong_jpeg`` fit the recipe's degradation."""
+    """``data.task_probs``, ``data.strong_jpeg`` and ``data.grey_prob`` fit the recipe's degradation."""
     if d.task_probs:
         if spec.kind != "mixture":
             raise UsageError(f"recipe data.task_probs needs a mixture: degradation, not {d.degradation!r}")
@@ -569,11 +574,13 @@ def _check_mixture_options(d: DataSpec, spec: DegradationSpec) -> None:
         tasks = mixture_tasks(str(spec.name))
         if len(d.task_probs) != len(tasks) or not all(math.isfinite(p) and p >= 0 for p in d.task_probs) or sum(d.task_probs) <= 0:
             raise UsageError(f"recipe data.task_probs needs {len(tasks)} shares >= 0, not all zero, for the tasks {', '.join(tasks)}; got {list(d.task_probs)}")
-    if d.strong_jpeg:
+    for name, value in (("strong_jpeg", d.strong_jpeg or None), ("grey_prob", d.grey_prob)):
+        if value is None:
+            continue
         if spec.kind != "mixture" or spec.name != "photo":
-            raise UsageError(f"recipe data.strong_jpeg is for degradation = \"mixture:photo\", not {d.degradation!r}")
-        if not 0.0 <= d.strong_jpeg <= 1.0:
-            raise UsageError(f"recipe data.strong_jpeg must be in [0, 1], got {d.strong_jpeg}")
+            raise UsageError(f"recipe data.{name} is for degradation = \"mixture:photo\", not {d.degradation!r}")
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"recipe data.{name} must be in [0, 1], got {value}")
 
 
 def _check_ranges(recipe: Recipe) -> None:

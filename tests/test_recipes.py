@@ -248,6 +248,8 @@ def test_extra_methods_reach_subprocesses():
         (["data.degradation=mixture:photo", "data.task_probs=0,0,0,0,0"], "not all zero"),
         (["data.degradation=mixture:mio7", "data.strong_jpeg=0.5"], "is for degradation"),
         (["data.degradation=mixture:photo", "data.strong_jpeg=1.5"], "must be in [0, 1]"),
+        (["data.degradation=noise:25", "data.grey_prob=0.5"], "is for degradation"),
+        (["data.degradation=mixture:photo", "data.grey_prob=-0.1"], "must be in [0, 1]"),
     ],
 )
 def test_mixture_options_are_checked(tmp_path, overrides, message):
@@ -281,3 +283,29 @@ def test_mixture_options_reach_the_mixture(tmp_path):
 
     lq, target, label = degrade(torch.rand(1, 3, 32, 32), np.random.default_rng(0))
     assert label == "jpeg" and lq.shape == target.shape
+
+
+@pytest.mark.parametrize("grey_prob, expected", [(None, 0.1), (1.0, 1.0), (0.0, 0.0)])
+def test_grey_prob_reaches_the_photo_mixture(tmp_path, grey_prob, expected):
+    """data.grey_prob sets the share of grey samples (unset: the mixture's own 0.1); a grey
+    sample's input and target are grey (three equal channels) and the degradation is applied to
+    the grey plane."""
+    import numpy as np
+    import torch
+
+    from irc.train.data import Synthesizer
+
+    overrides = ["data.degradation=mixture:photo"] + ([] if grey_prob is None else [f"data.grey_prob={grey_prob}"])
+    recipe = load_recipe(write(tmp_path, 'method = "tiny"\n'), overrides)
+    assert recipe.data.grey_prob == grey_prob
+    synth = Synthesizer(recipe.data.degradation, 0, grey_prob=recipe.data.grey_prob)
+    from irc.operators.presets import _mixture
+
+    drawn = [_mixture("photo", grey_prob=recipe.data.grey_prob).sample(np.random.default_rng(s))["grey"] for s in range(400)]
+    assert abs(np.mean(drawn) - expected) < 0.05
+    batch = synth(torch.rand(8, 3, 24, 24), list(range(8)))
+    grey = [bool((b[0] == b[1]).all() and (b[1] == b[2]).all()) for b in batch.gt]
+    if expected in (0.0, 1.0):
+        assert grey == [bool(expected)] * 8
+    for lq, is_grey in zip(batch.lq, grey):
+        assert is_grey == bool((lq[0] == lq[1]).all() and (lq[1] == lq[2]).all())

@@ -31,12 +31,12 @@ __all__ = ["TrainingDegradation", "mixture_tasks", "training_degradation"]
 TrainingDegradation = Callable[[Tensor, np.random.Generator], tuple[Tensor, Tensor, "str | None"]]
 
 
-def _mixture(name: str, probs: tuple[float, ...] = (), strong_jpeg: float = 0.0):
+def _mixture(name: str, probs: tuple[float, ...] = (), strong_jpeg: float = 0.0, grey_prob: float | None = None):
     from irc.operators.mixtures import mio_seven_task_mixture, three_task_mixture
     from irc.operators.photo import photo_mixture
 
     if name == "photo":
-        return photo_mixture(probs or None, strong_jpeg=strong_jpeg)
+        return photo_mixture(probs or None, strong_jpeg=strong_jpeg, **({} if grey_prob is None else {"grey_prob": grey_prob}))
     return {"mio7": mio_seven_task_mixture, "three": three_task_mixture}[name](**({"probs": probs} if probs else {}))
 
 
@@ -46,11 +46,18 @@ def mixture_tasks(name: str) -> tuple[str, ...]:
 
 
 def training_degradation(
-    kind: str, low: float = 0.0, high: float = 0.0, name: str = "", *, task_probs: tuple[float, ...] = (), strong_jpeg: float = 0.0
+    kind: str,
+    low: float = 0.0,
+    high: float = 0.0,
+    name: str = "",
+    *,
+    task_probs: tuple[float, ...] = (),
+    strong_jpeg: float = 0.0,
+    grey_prob: float | None = None,
 ) -> TrainingDegradation:
     """The per-sample degradation of a recipe (see the module table).
 
-    ``task_probs`` and ``strong_jpeg`` adjust a mixture (see ``irc.recipes.DataSpec``).
+    ``task_probs``, ``strong_jpeg`` and ``grey_prob`` adjust a mixture (see ``irc.recipes.DataSpec``).
     """
     if kind == "none":
         return lambda x, rng: (x, x, None)
@@ -66,7 +73,7 @@ def training_degradation(
         op = GaussianNoise(sigma_range=(low, high), gray_prob=0.0, clip=False) if kind == "noise" else JPEG(quality_range=(int(low), int(high)))
         return lambda x, rng: (op.apply(x, op.sample(rng)), x, None)
     if kind == "mixture":
-        mixture = _mixture(name, tuple(task_probs), strong_jpeg)
+        mixture = _mixture(name, tuple(task_probs), strong_jpeg, grey_prob)
 
         def mixed(x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor, str]:
             params = mixture.sample(rng)

@@ -36,12 +36,14 @@ class Synthesizer:
             (``TrainBatch.task``).
     """
 
-    def __init__(self, spec: str, seed: int, *, task_probs: tuple[float, ...] = (), strong_jpeg: float = 0.0):
+    def __init__(self, spec: str, seed: int, *, task_probs: tuple[float, ...] = (), strong_jpeg: float = 0.0, grey_prob: float | None = None):
         from irc.operators.presets import training_degradation
 
         self.spec = parse_degradation(spec)
         self.seed = int(seed)
-        self.degrade = training_degradation(self.spec.kind, self.spec.low, self.spec.high, self.spec.name, task_probs=task_probs, strong_jpeg=strong_jpeg)
+        self.degrade = training_degradation(
+            self.spec.kind, self.spec.low, self.spec.high, self.spec.name, task_probs=task_probs, strong_jpeg=strong_jpeg, grey_prob=grey_prob
+        )
 
     @torch.no_grad()
     def __call__(self, gt: Tensor, positions: list[int]) -> TrainBatch:

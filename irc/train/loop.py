@@ -212,6 +212,8 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
         public["export"]["path"] = Path(public["export"]["path"]).name
     summary = {k: public["data"][k] for k in ("train", "pairs", "degradation", "crop", "grey")}
     summary.update({k: public["data"][k] for k in ("task_probs", "strong_jpeg") if public["data"].get(k)})
+    if public["data"].get("grey_prob") is not None:  # 0 is a choice (no grey samples); unset is the mixture's own
+        summary["grey_prob"] = public["data"]["grey_prob"]
     meta = dict(method.metadata())
     meta.update(
         recipe=json.dumps(public, sort_keys=True),
@@ -502,7 +504,9 @@ class _Trainer:
             generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
         )  # fmt: skip
         self._loader_iter = iter(loader)
-        self.synth = Synthesizer(recipe.data.degradation, recipe.seed, task_probs=recipe.data.task_probs, strong_jpeg=recipe.data.strong_jpeg)
+        self.synth = Synthesizer(
+            recipe.data.degradation, recipe.seed, task_probs=recipe.data.task_probs, strong_jpeg=recipe.data.strong_jpeg, grey_prob=recipe.data.grey_prob
+        )
 
     def _next_batch(self) -> TrainBatch:
         gt, real_lq, tasks, positions = next(self._loader_iter)
