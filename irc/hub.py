@@ -11,7 +11,9 @@ not do:
   where it is known, and the sha256 of each file is **recorded at its first download** (in
   ``cache_dir()/hub-hashes/``) and checked at every later use: trust on first use, so a file
   that changes or rots in the cache afterwards is caught. The first download says so; nothing is
-  skipped silently.
+  skipped silently. A hash once computed is remembered until the file changes
+  (:mod:`irc.hashcache`: a HYPIR load would otherwise re-read 5 GB each time); ``irc weights
+  verify`` re-reads everything.
 * **Offline messages that say what to place where** (``--offline``, ``IRC_OFFLINE=1`` or
   ``HF_HUB_OFFLINE=1``): the repository, revision and file names, and the command that fetches
   them on a connected machine.
@@ -29,8 +31,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from irc.download import cache_dir, is_offline, sha256_file
+from irc.download import cache_dir, is_offline
 from irc.errors import WeightsError
+from irc.hashcache import file_sha256
 
 __all__ = ["hub_file", "hub_snapshot", "recorded_hashes"]
 
@@ -62,7 +65,7 @@ def _check_or_record(repo_id: str, revision: str, files: dict[str, Path], expect
     record = recorded_hashes(repo_id, revision)
     new: list[str] = []
     for name, path in files.items():
-        got = sha256_file(path)
+        got = file_sha256(path)
         want = (expected or {}).get(name) or record.get(name)
         if want is None:
             record[name] = got
@@ -82,7 +85,7 @@ def _check_or_record(repo_id: str, revision: str, files: dict[str, Path], expect
             f"(no published hash; later uses are checked against it): {target}",
             file=sys.stderr,
         )
-    return {name: record.get(name) or sha256_file(files[name]) for name in files}
+    return {name: record.get(name) or file_sha256(files[name]) for name in files}
 
 
 def _offline_error(repo_id: str, revision: str, names: Sequence[str], fetch: str, err: BaseException | None) -> WeightsError:

@@ -32,6 +32,7 @@ from irc import __version__
 from irc.atomic import atomic_path
 from irc.download import cache_dir, download, is_offline, sha256_file
 from irc.errors import WeightsError, WeightsNotFoundError, did_you_mean
+from irc.hashcache import file_sha256
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -525,7 +526,7 @@ def _verified(path: Path, entry: WeightsEntry, verify: bool, hint: str = "") -> 
     """``path`` as the file of ``entry``, its sha256 checked against the manifest unless ``verify`` is off."""
     if not verify:
         return ResolvedWeights(path, entry, entry.sha256)
-    got = sha256_file(path)
+    got = file_sha256(path)
     if got != entry.sha256:
         raise WeightsError(
             f"weights {entry.name!r} at {path} are corrupt or modified: sha256 {got}, manifest says {entry.sha256}"
@@ -652,7 +653,7 @@ def _resolve_remote(
             raise WeightsError(f"weights are not downloaded: download {url} and place it at {dest}")
         download(url, dest, sha256=None, offline=offline)
     _check_method(None, dest, method)
-    return ResolvedWeights(dest, None, sha256_file(dest))
+    return ResolvedWeights(dest, None, file_sha256(dest))
 
 
 def _resolve_local(path: Path, manifest: list[WeightsEntry], *, method: str | None, verify: bool) -> ResolvedWeights:
@@ -665,7 +666,7 @@ def _resolve_local(path: Path, manifest: list[WeightsEntry], *, method: str | No
     if entry is not None:
         _check_method(entry, path, method)
         return _verified(path, entry, verify)
-    got = sha256_file(path)
+    got = file_sha256(path)
     # A user's copy of known weights (same bytes, other place) is still those weights.
     entry = _match_local(path, got, manifest) if manifest else None
     _check_method(entry, path, method)
@@ -695,7 +696,10 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
             resolved = _resolve_hub_entry(entry, offline=offline if fetch else True, download_missing=True)
         except WeightsError as err:
             return False, f"corrupt or unavailable: {err}"
-        return True, f"{resolved.path} (sha256 {resolved.sha256[:12]}{'' if entry.sha256 else ', recorded at first download'})"
+        message = f"{resolved.path} (sha256 {resolved.sha256[:12]}{'' if entry.sha256 else ', recorded at first download'})"
+        base_ok, base_message = _verify_base(entry)
+        return base_ok, message + base_message
+
     path = entry_location(entry)
     if not path.is_file():
         source = entry.source_url()
@@ -709,10 +713,25 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
         except WeightsError as err:
             return False, f"not downloaded: {err}"
         return True, f"{path} (downloaded)"
-    got = sha256_file(path)
+    got = file_sha256(path)  # read in full under irc.hashcache.rehashing (irc weights verify)
     if got != entry.sha256:
         return False, f"corrupt: {path} has sha256 {got}, manifest says {entry.sha256}"
     return True, f"{path}"
+
+
+def _verify_base(entry: WeightsEntry) -> tuple[bool, str]:
+    """A bundle's base model as :func:`verify_entry` reports it: every cached file checked
+    (published or recorded sha256), nothing downloaded; ``(True, "")`` without a base."""
+    if not entry.base:
+        return True, ""
+    revision = entry.base_revision or "main"
+    if not _hub_cached(entry.base, SD21_FILES[0], revision):
+        return True, f"; base {entry.base} not downloaded (nothing to verify)"
+    try:
+        folder = fetch_base_model(entry.base, revision=entry.base_revision, offline=True)
+    except WeightsError as err:
+        return False, f"; base corrupt or incomplete: {err}"
+    return True, f"; base {entry.base}@{revision[:12]} ({sum(1 for p in folder.rglob('*') if p.is_file())} files checked)"
 
 
 def manifest_snippet(name: str, method: str, path: Path, sha256: str) -> str:

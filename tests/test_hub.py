@@ -182,3 +182,28 @@ def test_the_hypir_bundle_fetches_both_and_then_runs_offline(hub, capsys, monkey
     assert bundle.base == BASE and bundle.base_revision == SHA and bundle.files["lora"].read_bytes() == hub.lora
     assert fetch_base_model(BASE, revision=SHA, offline=True).is_dir()
     assert not hub.requests
+
+
+def test_weights_verify_checks_the_bundle_base_offline(hub, capsys, monkeypatch, tmp_path):
+    """`irc weights verify hypir-sd2` checks the LoRA and every cached file of the base (no
+    download); a base file changed in the cache fails it."""
+    from irc.cli import main
+
+    _manifest_for_the_fake_hub(tmp_path, monkeypatch)
+    assert main(["weights", "verify", "hypir-sd2"]) == 0
+    assert "not downloaded" in capsys.readouterr().out
+    assert main(["weights", "fetch", "hypir-sd2"]) == 0
+    capsys.readouterr()
+    hub.clear_log()
+    assert main(["weights", "verify", "hypir-sd2"]) == 0
+    out = capsys.readouterr().out
+    assert f"base {BASE}@{SHA[:12]} ({len(FILES) - 1} files checked)" in out and not hub.requests
+    from irc.weights import fetch_base_model
+
+    vae = fetch_base_model(BASE, revision=SHA, offline=True) / "vae" / "diffusion_pytorch_model.safetensors"
+    real = vae.resolve()
+    real.chmod(0o644)
+    data = real.read_bytes()
+    real.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # one byte changed, whatever it was
+    assert main(["weights", "verify", "hypir-sd2"]) == 1
+    assert "base corrupt or incomplete" in capsys.readouterr().out
