@@ -848,38 +848,48 @@ def save_weights(path: Path, state_dict: Mapping[str, "Tensor"], metadata: Mappi
 
     try:
         with atomic_path(path) as tmp:
-            raw = tmp.with_name(tmp.name + ".raw")
-            try:
-                save_file(tensors, str(raw), metadata=meta)
-                _write_canonical(raw, tmp)
-            finally:
-                raw.unlink(missing_ok=True)
+            save_file(tensors, str(tmp), metadata=meta)
+            _canonicalise_header(tmp)
     except OSError as err:
         raise WeightsError(f"cannot write {path}: {err.strerror or err}") from err
     return path
 
 
-def _write_canonical(raw: Path, out: Path) -> None:
-    """Copy a safetensors file with its JSON header in a fixed order (metadata keys sorted).
+def _canonicalise_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header in a fixed order (metadata keys sorted, tensors
+    by offset).
 
     safetensors writes its metadata in hash-map order, which changes from run to run, so the
     same tensors and metadata gave a different file (and sha256) each time; a release must be
-    reproducible byte for byte. The data section and its offsets are kept as they are.
+    reproducible byte for byte. The data section and its offsets are kept as they are. The
+    reordered header has the same length as the written one whenever both encoders escape the
+    same characters (always, so far): it is then written over it in place; otherwise the file
+    is copied once behind a header of the new length.
     """
     import shutil
 
-    with open(raw, "rb") as src:
-        (size,) = struct.unpack("<Q", src.read(8))
-        header = json.loads(src.read(size).decode("utf-8"))
+    with open(path, "r+b") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size).decode("utf-8"))
         metadata = header.pop("__metadata__", None)
         ordered: dict[str, Any] = {} if metadata is None else {"__metadata__": dict(sorted(metadata.items()))}
         ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
         text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
-        with open(out, "wb") as dst:
+        if len(text) == size:
+            fh.seek(8)
+            fh.write(text)
+            return
+    moved = path.with_name(path.name + ".raw")
+    os.replace(path, moved)
+    try:
+        with open(moved, "rb") as src, open(path, "wb") as dst:
+            src.seek(8 + size)
             dst.write(struct.pack("<Q", len(text)))
             dst.write(text)
             shutil.copyfileobj(src, dst, 1 << 24)
+    finally:
+        moved.unlink(missing_ok=True)
 
 
 def load_weights(path: Path) -> tuple[dict[str, "Tensor"], dict[str, Any]]:

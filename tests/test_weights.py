@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import struct
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -270,7 +271,7 @@ def test_resolve_shipped_by_name(shipped):
 
 def test_resolve_detects_modified_shipped_file(shipped):
     target, data = shipped
-    target.write_bytes(data[:-1] + b"!")
+    target.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one byte changed (a fixed "!" was already there 1 time in 256)
     with pytest.raises(WeightsError, match="corrupt or modified") as info:
         resolve_weights("toy-w")
     assert str(target) in str(info.value)
@@ -505,3 +506,39 @@ def test_import_does_not_pull_in_torch():
     env.pop("IRC_WEIGHTS_DIR", None)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_save_weights_is_byte_reproducible_and_writes_once(tmp_path, monkeypatch):
+    """The same tensors and metadata give the same bytes (safetensors orders its metadata by a
+    hash map); the header is reordered in place, with no second copy of the data written."""
+    import torch
+
+    state = {name: torch.arange(i + 4, dtype=torch.float32) for i, name in enumerate("zyxwvu")}
+    meta = {"method": "toy", "config": {"b": 1, "a": [1, 2]}, **{f"key{i}": f"value {i} é" for i in range(30)}}
+    copies = []
+    monkeypatch.setattr("shutil.copyfileobj", lambda *a, **k: copies.append(a))
+    digests = {hashlib.sha256(save_weights(tmp_path / f"w{i}.safetensors", state, meta).read_bytes()).hexdigest() for i in range(4)}
+    assert len(digests) == 1 and not copies
+    raw = (tmp_path / "w0.safetensors").read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = raw[8 : 8 + size].decode()
+    assert header.index('"__metadata__"') == 1 and header.index('"key0"') < header.index('"key1"') < header.index('"method"')
+    assert not any(p.name.endswith((".raw", ".tmp")) for p in tmp_path.iterdir())
+
+
+def test_a_header_of_another_length_is_rewritten_by_a_copy(tmp_path):
+    """Should safetensors' JSON ever differ in length from Python's (another escaping), the file
+    is copied once behind the reordered header: same bytes as the usual path."""
+    import torch
+
+    import irc.weights as weights
+
+    path = save_weights(tmp_path / "w.safetensors", {"a": torch.ones(3), "b": torch.zeros(2, 2)}, {"method": "toy", "config": {}})
+    expected = path.read_bytes()
+    (size,) = struct.unpack("<Q", expected[:8])
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(struct.pack("<Q", size + 16) + expected[8 : 8 + size] + b" " * 16 + expected[8 + size :])
+    assert load_weights(padded)[0].keys() == {"a", "b"}  # a valid file, with a longer header
+    weights._canonicalise_header(padded)
+    assert padded.read_bytes() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["padded.safetensors", "w.safetensors"]
