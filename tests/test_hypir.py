@@ -382,3 +382,24 @@ def test_bench_prints_both_paths_and_their_ratio(lora_file, capsys):
     assert report["speedups"][0]["faster"] == "irc" and report["speedups"][0]["ratio"] > 0 and report["speedups"][0]["first_ratio"] > 0
     assert all(r["latency_s"]["first"] > 0 for r in report["results"])
     assert report["knobs"]["patch"] == "auto"
+
+
+def test_the_networks_only_ever_see_tiles(hypir, image):
+    """Device memory is bounded by the tiles, whatever the image size (issue: a 64-megapixel
+    output must restore holding no more than the tiles on the device): with patch 64 the VAE
+    encoder sees at most 64 x 64 pixels, the UNet and decoder 8 x 8 latents, at most
+    ``tiles_per_call`` of them per call, while the output is many tiles wide."""
+    seen: dict[str, list[tuple[int, ...]]] = {"encoder": [], "unet": [], "decoder": []}
+    net = hypir.network
+    modules = {"encoder": net.vae.encoder, "unet": net.unet, "decoder": net.vae.decoder}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: seen[name].append(tuple(args[0].shape))) for name, m in modules.items()]
+    try:
+        out = restore_tensor(hypir, image, latent="mode", prompt="x", upscale=2, **SMALL)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert out.shape[-2:] == (image.shape[-2] * 2, image.shape[-1] * 2)  # 128 x 160: 3 x 4 windows of 64
+    for name, edge in (("encoder", 64), ("unet", 8), ("decoder", 8)):
+        shapes = seen[name]
+        assert sum(s[0] for s in shapes) >= 3 * 4, name  # every window went through
+        assert max(s[0] for s in shapes) <= HYPIR.tiles_per_call and max(max(s[-2:]) for s in shapes) <= edge, (name, shapes)
