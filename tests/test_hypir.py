@@ -403,3 +403,19 @@ def test_the_networks_only_ever_see_tiles(hypir, image):
         shapes = seen[name]
         assert sum(s[0] for s in shapes) >= 3 * 4, name  # every window went through
         assert max(s[0] for s in shapes) <= HYPIR.tiles_per_call and max(max(s[-2:]) for s in shapes) <= edge, (name, shapes)
+
+
+def test_compile_covers_the_modules_a_restore_calls(hypir, image):
+    """`--compile` compiles each module's forward (nn.Module.compile): every module HYPIR hands
+    to it must be one the enhancer calls, and together they must do the UNet and VAE work
+    (the VAE's encode/decode methods never pass through AutoencoderKL.forward)."""
+    called = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: called.append(i)) for i, m in enumerate(hypir.compiled_modules())]
+    try:
+        restore_tensor(hypir, image[..., :32, :32], latent="mode", prompt="x", patch="auto")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert sorted(set(called)) == list(range(len(hypir.compiled_modules())))
+    net = hypir.network
+    assert {id(m) for m in hypir.compiled_modules()} >= {id(net.unet), id(net.vae.encoder), id(net.vae.decoder)}

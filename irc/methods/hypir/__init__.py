@@ -212,8 +212,13 @@ class HYPIR(Method):
         return torch.bfloat16 if cpu_has_amx() else torch.float32
 
     def compiled_modules(self) -> list[nn.Module]:
-        """The UNet and the VAE (the text encoder runs once per prompt)."""
-        return [self.network.unet, self.network.vae]
+        """The UNet and the VAE's encoder and decoder (the text encoder runs once per prompt).
+
+        Not the VAE itself: ``nn.Module.compile`` compiles ``forward``, and the enhancer calls
+        ``vae.encode`` / ``vae.decode``, which reach the encoder and decoder through their own
+        ``__call__`` (``--compile`` compiled no VAE work until 2026-11-29)."""
+        vae = self.network.vae
+        return [self.network.unet, vae.encoder, vae.decoder]
 
     def components(self) -> list[Component]:
         net = self.network
