@@ -10,10 +10,10 @@ not do:
   third-party HYPIR and SD2.1 files: irc's developers had no network), the revision is pinned
   where it is known, and the sha256 of each file is **recorded at its first download** (in
   ``cache_dir()/hub-hashes/``) and checked at every later use: trust on first use, so a file
-  that changes or rots in the cache afterwards is caught. The first download says so; nothing is
-  skipped silently. A hash once computed is remembered until the file changes
-  (:mod:`irc.hashcache`: a HYPIR load would otherwise re-read 5 GB each time); ``irc weights
-  verify`` re-reads everything.
+  that is changed in the cache afterwards is caught. The first download says so; nothing is
+  skipped silently. A large file's hash is remembered until the file changes
+  (:mod:`irc.hashcache`: a HYPIR load would otherwise re-read 5 GB each time), so damage that
+  keeps a file's times (bit rot) is caught by ``irc weights verify``, which re-reads everything.
 * **Offline messages that say what to place where** (``--offline``, ``IRC_OFFLINE=1`` or
   ``HF_HUB_OFFLINE=1``): the repository, revision and file names, and the command that fetches
   them on a connected machine.
@@ -64,8 +64,9 @@ def _check_or_record(repo_id: str, revision: str, files: dict[str, Path], expect
 
     record = recorded_hashes(repo_id, revision)
     new: list[str] = []
+    hashes: dict[str, str] = {}
     for name, path in files.items():
-        got = file_sha256(path)
+        got = hashes[name] = file_sha256(path)
         want = (expected or {}).get(name) or record.get(name)
         if want is None:
             record[name] = got
@@ -85,7 +86,7 @@ def _check_or_record(repo_id: str, revision: str, files: dict[str, Path], expect
             f"(no published hash; later uses are checked against it): {target}",
             file=sys.stderr,
         )
-    return {name: record.get(name) or file_sha256(files[name]) for name in files}
+    return hashes
 
 
 def _offline_error(repo_id: str, revision: str, names: Sequence[str], fetch: str, err: BaseException | None) -> WeightsError:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from irc import __version__
 from irc.atomic import atomic_path
-from irc.download import cache_dir, download, is_offline, sha256_file
+from irc.download import cache_dir, download, is_offline
 from irc.errors import WeightsError, WeightsNotFoundError, did_you_mean
 from irc.hashcache import file_sha256
 
@@ -674,7 +674,9 @@ def _resolve_local(path: Path, manifest: list[WeightsEntry], *, method: str | No
 
 
 def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | None = None) -> tuple[bool, str]:
-    """Check that the file of ``entry`` is present and has the manifest's SHA-256.
+    """Check that the file of ``entry`` is present and has the manifest's SHA-256, reading every
+    byte (no remembered hash, :mod:`irc.hashcache`); for a bundle, also every cached file of its
+    base model (offline).
 
     Args:
         entry: The manifest entry.
@@ -687,6 +689,13 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
         wrong, unless ``fetch`` was asked and failed), ``missing`` (a shipped-only file is
         absent) or ``corrupt`` (hash mismatch), and names the file.
     """
+    from irc.hashcache import rehashing
+
+    with rehashing():  # a load trusts a hash remembered for an unchanged file; verify reads every byte
+        return _verify_entry(entry, fetch=fetch, offline=offline)
+
+
+def _verify_entry(entry: WeightsEntry, *, fetch: bool, offline: bool | None) -> tuple[bool, str]:
     if entry.hub and not entry.url and not entry.file:
         org, repo, revision, name = _split_hub(entry.hub)
         if not _hub_cached(f"{org}/{repo}", name, revision):
@@ -713,7 +722,7 @@ def verify_entry(entry: WeightsEntry, *, fetch: bool = False, offline: bool | No
         except WeightsError as err:
             return False, f"not downloaded: {err}"
         return True, f"{path} (downloaded)"
-    got = file_sha256(path)  # read in full under irc.hashcache.rehashing (irc weights verify)
+    got = file_sha256(path)
     if got != entry.sha256:
         return False, f"corrupt: {path} has sha256 {got}, manifest says {entry.sha256}"
     return True, f"{path}"
@@ -724,13 +733,15 @@ def _verify_base(entry: WeightsEntry) -> tuple[bool, str]:
     (published or recorded sha256), nothing downloaded; ``(True, "")`` without a base."""
     if not entry.base:
         return True, ""
+    if Path(entry.base).expanduser().is_dir():
+        return True, f"; base {entry.base}: a local folder (no hashes to check it against)"
     revision = entry.base_revision or "main"
     if not _hub_cached(entry.base, SD21_FILES[0], revision):
         return True, f"; base {entry.base} not downloaded (nothing to verify)"
     try:
         folder = fetch_base_model(entry.base, revision=entry.base_revision, offline=True)
     except WeightsError as err:
-        return False, f"; base corrupt or incomplete: {err}"
+        return False, f"; base corrupt or unavailable: {err}"
     return True, f"; base {entry.base}@{revision[:12]} ({sum(1 for p in folder.rglob('*') if p.is_file())} files checked)"
 
 
@@ -880,16 +891,18 @@ def _canonicalise_header(path: Path) -> None:
             fh.seek(8)
             fh.write(text)
             return
-    moved = path.with_name(path.name + ".raw")
-    os.replace(path, moved)
+    from irc.atomic import create_temp_beside
+
+    fd, copy = create_temp_beside(path)  # a temporary irc recognises (and clears if a run is killed)
     try:
-        with open(moved, "rb") as src, open(path, "wb") as dst:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
             src.seek(8 + size)
             dst.write(struct.pack("<Q", len(text)))
             dst.write(text)
             shutil.copyfileobj(src, dst, 1 << 24)
+        os.replace(copy, path)
     finally:
-        moved.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
 
 
 def load_weights(path: Path) -> tuple[dict[str, "Tensor"], dict[str, Any]]:

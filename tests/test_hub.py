@@ -200,10 +200,25 @@ def test_weights_verify_checks_the_bundle_base_offline(hub, capsys, monkeypatch,
     assert f"base {BASE}@{SHA[:12]} ({len(FILES) - 1} files checked)" in out and not hub.requests
     from irc.weights import fetch_base_model
 
+    import irc.hashcache as hashcache
+
+    reads = []
+    digest = hashcache._digest
+    monkeypatch.setattr(hashcache, "_digest", lambda fh: reads.append(fh.name) or digest(fh))
+    assert main(["weights", "verify", "hypir-sd2"]) == 0
+    # each of the 10 base files (identical configs share a blob) and the LoRA read once; the
+    # three weight files with published hashes were read twice until 2026-11-29
+    assert len(reads) == (len(FILES) - 1) + 1
+    capsys.readouterr()
     vae = fetch_base_model(BASE, revision=SHA, offline=True) / "vae" / "diffusion_pytorch_model.safetensors"
     real = vae.resolve()
     real.chmod(0o644)
     data = real.read_bytes()
     real.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # one byte changed, whatever it was
     assert main(["weights", "verify", "hypir-sd2"]) == 1
-    assert "base corrupt or incomplete" in capsys.readouterr().out
+    assert "base corrupt or unavailable" in capsys.readouterr().out
+    real.write_bytes(data)
+    config = fetch_base_model(BASE, revision=SHA, offline=True) / "text_encoder" / "config.json"
+    config.unlink()  # a snapshot link gone: an interrupted or pruned fetch
+    assert main(["weights", "verify", "hypir-sd2"]) == 1
+    assert re.search(r"base corrupt or unavailable: .*stable-diffusion-2-1-base.* is not in the Hugging Face cache", capsys.readouterr().out)

@@ -196,7 +196,7 @@ def _release_metadata(method: Method, recipe: Recipe, *, steps: int, trained_on:
 
     Folder paths in the data section and the config's ``init_from`` keep only their last
     component: released weights should not carry a user's directory layout. The ``data`` summary
-    names the mixture's task shares and strong-JPEG fraction when a recipe sets them.
+    names the mixture's task shares, strong-JPEG fraction and grey share when a recipe sets them.
     """
     from irc.data.registry import TRAINING_SETS
 
