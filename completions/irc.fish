@@ -189,7 +189,7 @@ complete -c irc -n '__fish_seen_subcommand_from train' -l quiet -s q -d 'No prog
 complete -c irc -n '__fish_seen_subcommand_from weights' -a average -d 'Average the weights of several trained files (a model soup); prints the sha256.'
 complete -c irc -n '__fish_seen_subcommand_from weights' -a fetch -d 'Download weights into the cache (checksummed, resumable); a bundle brings its base model.'
 complete -c irc -n '__fish_seen_subcommand_from weights' -a list -d 'List shipped and downloadable weights from the manifest.'
-complete -c irc -n '__fish_seen_subcommand_from weights' -a verify -d 'Check the sha256 of shipped and downloaded weights; exit 1 on any mismatch.'
+complete -c irc -n '__fish_seen_subcommand_from weights' -a verify -d 'Check the sha256 of shipped and downloaded weights (every file read again); exit 1 on any mismatch.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -l out -s o -r -F -d 'Where to write the average (.safetensors); never one of the inputs.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -l ratios -x -d 'Share of each input, comma-separated, normalised to sum 1 (default: equal), e.g. 1,3.'
 complete -c irc -n '__fish_seen_subcommand_from weights; and __fish_seen_subcommand_from average' -l overwrite -d 'Replace --out if it exists.'
