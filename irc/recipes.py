@@ -136,6 +136,11 @@ class DataSpec:
     strong_jpeg: float = 0.0
     grey_prob: float | None = None
 
+    def mixture_options(self) -> dict[str, Any]:
+        """The options that adjust a ``mixture:`` degradation, as
+        :func:`irc.operators.presets.training_degradation` takes them."""
+        return {"task_probs": self.task_probs, "strong_jpeg": self.strong_jpeg, "grey_prob": self.grey_prob}
+
 
 @dataclass(frozen=True)
 class OptimSpec:

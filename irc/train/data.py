@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,14 +37,14 @@ class Synthesizer:
             (``TrainBatch.task``).
     """
 
-    def __init__(self, spec: str, seed: int, *, task_probs: tuple[float, ...] = (), strong_jpeg: float = 0.0, grey_prob: float | None = None):
+    def __init__(self, spec: str, seed: int, **mixture_options: Any):
+        """``mixture_options``: ``task_probs``, ``strong_jpeg``, ``grey_prob`` (see
+        ``irc.recipes.DataSpec``; ``DataSpec.mixture_options()`` gives them)."""
         from irc.operators.presets import training_degradation
 
         self.spec = parse_degradation(spec)
         self.seed = int(seed)
-        self.degrade = training_degradation(
-            self.spec.kind, self.spec.low, self.spec.high, self.spec.name, task_probs=task_probs, strong_jpeg=strong_jpeg, grey_prob=grey_prob
-        )
+        self.degrade = training_degradation(self.spec.kind, self.spec.low, self.spec.high, self.spec.name, **mixture_options)
 
     @torch.no_grad()
     def __call__(self, gt: Tensor, positions: list[int]) -> TrainBatch:

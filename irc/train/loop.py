@@ -504,9 +504,7 @@ class _Trainer:
             generator=generator, persistent_workers=False, prefetch_factor=2 if workers else None,
         )  # fmt: skip
         self._loader_iter = iter(loader)
-        self.synth = Synthesizer(
-            recipe.data.degradation, recipe.seed, task_probs=recipe.data.task_probs, strong_jpeg=recipe.data.strong_jpeg, grey_prob=recipe.data.grey_prob
-        )
+        self.synth = Synthesizer(recipe.data.degradation, recipe.seed, **recipe.data.mixture_options())
 
     def _next_batch(self) -> TrainBatch:
         gt, real_lq, tasks, positions = next(self._loader_iter)
