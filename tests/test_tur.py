@@ -402,3 +402,30 @@ def test_init_from_continues_the_backbone_of_an_earlier_stage(tmp_path):
     other = save_weights(tmp_path / "lorun.safetensors", LoRun.tiny().state_dict(), LoRun.tiny().metadata())
     with pytest.raises(WeightsError, match="not 'tur'"):
         TUR.from_config({**TUR.tiny_config, "init_from": str(other)})
+
+
+def test_init_from_grows_a_deeper_convunet_that_starts_as_the_file(tmp_path, capsys):
+    """A convunet with more blocks per level starts from a shallower stage's export: the new
+    blocks are the identity, so the grown network restores exactly as the file did; any other
+    mismatch (a wider network, a missing level) is still an error."""
+    torch.manual_seed(3)
+    shallow = TUR.tiny()
+    with torch.no_grad():
+        for p in shallow.network.backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_weights(tmp_path / "shallow.safetensors", shallow.state_dict(), shallow.metadata())
+    deeper = {**TUR.tiny_config, "dec_blocks": (2, 2), "middle_blocks": 2, "init_from": str(path)}
+    grown = TUR.from_config(deeper)
+    assert "3 residual block(s)" in capsys.readouterr().err
+    assert set(shallow.state_dict()) < set(grown.state_dict())
+    for key, value in shallow.state_dict().items():
+        assert torch.equal(grown.state_dict()[key], value), key
+    x = torch.rand(2, 3, 16, 16)
+    task = torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.allclose(grown.network(x, task), shallow.network(x, task), atol=1e-6)
+        new_conv = grown.network.backbone.decoders[0][1].conv2.weight
+        assert new_conv.abs().sum() == 0 and grown.network.backbone.decoders[0][1].conv1.weight.abs().sum() > 0
+    for wrong in ({"width": 16}, {"enc_blocks": (1, 1, 1), "dec_blocks": (1, 1, 1)}):
+        with pytest.raises(WeightsError, match="do not fit"):
+            TUR.from_config({**TUR.tiny_config, **wrong, "init_from": str(path)})

@@ -21,6 +21,7 @@ plus a log penalty, so tasks the network finds hard stop dominating the shared w
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -188,10 +189,31 @@ class TUR(Method):
         resolved = resolve_weights(weights, method=self.name)  # refuses another method's file
         state, _ = load_weights(resolved.path)
         backbone = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+        backbone.update(self._grown_blocks(backbone))
         try:
             self.load_state_dict(backbone)
         except WeightsError as err:
             raise WeightsError(f"config.init_from {resolved.path}: {err}") from None
+
+    def _grown_blocks(self, given: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The parameters of residual blocks this network has and ``given`` lacks, made the identity.
+
+        A deeper convunet (more blocks per level) can so start from a shallower stage's export
+        and compute exactly what it did (:meth:`ConvUNet.make_identity_blocks`); every other
+        difference between the file and the network stays an error of :meth:`load_state_dict`.
+        """
+        backbone = self.network.backbone
+        prefix = "backbone."
+        own = {k for k in self.network.state_dict() if k.startswith(prefix)}
+        absent = {k.removeprefix(prefix) for k in own - set(given)}
+        if not absent or not hasattr(backbone, "make_identity_blocks"):
+            return {}
+        grown = backbone.make_identity_blocks(absent)
+        if not grown:
+            return {}
+        print(f"irc: init_from: {len(grown)} residual block(s) not in the file start as the identity: {', '.join(grown)}", file=sys.stderr)
+        state = backbone.state_dict()
+        return {prefix + k: v.detach().clone() for k, v in state.items() if any(k.startswith(f"{name}.") for name in grown)}
 
     def build_network(self) -> nn.Module:
         net = TURNetwork(build_backbone(self.config), with_head=self.config.loss == "uncertainty", head_gradient=self.config.head_gradient)

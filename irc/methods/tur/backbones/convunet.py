@@ -90,6 +90,29 @@ class ConvUNet(nn.Module):
             nn.init.zeros_(self.task_intro.weight)
             nn.init.zeros_(self.task_middle.weight)
 
+    @torch.no_grad()
+    def make_identity_blocks(self, absent: set[str]) -> list[str]:
+        """Turn the residual blocks whose parameters are all in ``absent`` into the identity.
+
+        Used to start a deeper network from a shallower one's weights (``init_from`` with more
+        blocks per level): a block's second convolution zeroed makes ``x + conv2(...)`` return
+        ``x``, so the grown network computes exactly what the file's did, and training starts
+        from there (the zeroed convolution still gets gradients; the first one once it moves).
+
+        Args:
+            absent: parameter names (this module's ``state_dict`` keys) the file lacks.
+
+        Returns:
+            the names of the blocks made the identity (``"decoders.0.1"``, ...).
+        """
+        grown = []
+        for name, module in self.named_modules():
+            if isinstance(module, ResBlock) and {f"{name}.{k}" for k in module.state_dict()} <= absent:
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+                grown.append(name)
+        return grown
+
     @property
     def multiple_of(self) -> int:
         return 2**self.levels
