@@ -21,8 +21,9 @@ sr       15%        downscaling by 1.5-4 (MATLAB bicubic, area or bilinear), an 
 Clean samples carry the label of a random degradation task (see :meth:`PhotoMixture.label`).
 In 10% of the samples (``grey_prob``; recipes set it with ``data.grey_prob``) the image is made
 grey first (one luma channel, degraded as a grey image, so JPEG works on one plane as in
-classic5) and replicated to RGB with its target, the way irc feeds grey photos to an RGB network. All of these shares and ranges are our choices
-(nothing in the literature fixes a "photo" distribution); the model card states them.
+classic5) and replicated to RGB with its target, the way irc feeds grey photos to an RGB
+network. All of these shares and ranges are our choices (nothing in the literature fixes a
+"photo" distribution); the model card states them.
 
 **Sensor noise** (:class:`SensorNoise`) is the heteroscedastic Poisson-Gaussian model of raw
 sensors, ``var(x) = read^2 + shot^2 * x / 0.5`` (Foi et al., "Practical Poissonian-Gaussian
