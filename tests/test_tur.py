@@ -285,8 +285,13 @@ def test_registry_and_default_weights():
     assert get_method("tur") is TUR
     from irc.weights import default_entry
 
-    # the photo model for what photos carry; the 7-task MiOIR model where the user names rain, haze or low light
-    expected = {**{t: "tur-photo" for t in ("auto", "noise", "jpeg", "blur", "sr")}, **{t: "tur-nafnet-mio7" for t in ("rain", "haze", "dark")}}
+    # the photo model for what photos carry, its JPEG specialist where the user names jpeg, the
+    # 7-task MiOIR model where the user names rain, haze or low light
+    expected = {
+        **{t: "tur-photo" for t in ("auto", "noise", "blur", "sr")},
+        "jpeg": "tur-photo-jpeg",
+        **{t: "tur-nafnet-mio7" for t in ("rain", "haze", "dark")},
+    }
     assert set(expected) == set(TUR.tasks)
     for task, name in expected.items():
         assert TUR.default_weights(task) == name, task
@@ -318,7 +323,8 @@ def test_baseline_recipe_differs_only_in_the_loss():
 
 def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_path, capsys):
     """`irc restore photo` runs the shipped photo model; --task noise conditions it (another
-    image); --task rain runs the 7-task model; the photo model refuses a task it was not told."""
+    image); --task jpeg runs its JPEG specialist, --task rain the 7-task model; the photo model
+    refuses a task it was not told."""
     import json
     from pathlib import Path
 
@@ -332,10 +338,10 @@ def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_pa
     src = Path(__file__).resolve().parents[1] / "examples" / "chelsea.png"
     sha = {e.name: e.sha256 for e in load_manifest()}
     used = {}
-    for name, extra in (("a", []), ("b", ["--task", "noise"]), ("c", ["--task", "rain"])):
+    for name, extra in (("a", []), ("b", ["--task", "noise"]), ("c", ["--task", "rain"]), ("j", ["--task", "jpeg"])):
         assert main(["restore", "--device", "cpu", *extra, str(src), "-o", str(tmp_path / name)]) == 0
         used[name] = json.loads(Image.open(tmp_path / name / "chelsea_tur.png").text["irc"])["weights_sha256"]
-    assert used["a"] == used["b"] == sha["tur-photo"] and used["c"] == sha["tur-nafnet-mio7"]
+    assert used["a"] == used["b"] == sha["tur-photo"] and used["c"] == sha["tur-nafnet-mio7"] and used["j"] == sha["tur-photo-jpeg"]
     # the --jsonl record says the same as the metadata
     assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "e"), "--jsonl"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])

@@ -14,9 +14,10 @@ plus a log penalty, so tasks the network finds hard stop dominating the shared w
 * **Components**: ``backbone`` (shipped, trainable) and ``head`` (the uncertainty head:
   trained, checkpointed, never exported; weights files may hold it or not).
 * ``loss = "l1"`` builds no head and trains with plain L1: the ablation baseline.
-* ``--task``: with conditioned weights (``config.condition``, the photo model) the task is an
-  input of the network (``auto`` = blind); with blind weights it selects the weights made for the
-  task (``rain``, ``haze``, ``dark``: the 7-task model) and is recorded with the results.
+* ``--task``: picks the default weights made for the task (the manifest's ``tasks``: ``jpeg``
+  runs the photo model's JPEG specialist ``tur-photo-jpeg``; ``rain``, ``haze``, ``dark`` the
+  7-task model); with conditioned weights (``config.condition``, the photo models) the task is
+  also an input of the network (``auto`` = blind). It is recorded with the results.
 """
 
 from __future__ import annotations
