@@ -170,6 +170,9 @@ class Image:
         description: Text written into the output's metadata (irc records how an image was
             restored: a PNG ``tEXt`` chunk with keyword ``irc``, a JPEG comment, a TIFF
             ImageDescription); not read from sources.
+        jpeg_quality: For a JPEG source, the libjpeg quality (1-100) whose luminance table is
+            closest to the file's (:func:`jpeg_quality`); ``None`` for other sources. An
+            estimate for files other encoders wrote (cameras, editors use tables of their own).
 
     Arrays given as another float dtype are converted to ``float32``; a wrong shape raises
     ``ValueError``.
@@ -183,6 +186,7 @@ class Image:
     format: str | None
     exif: bytes | None = None
     description: str | None = None
+    jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         pixels = np.asarray(self.pixels, dtype=np.float32)
@@ -295,6 +299,30 @@ class _Decoded:
     icc_profile: bytes | None
     exif: bytes | None
     orientation: int
+    jpeg_quality: int | None = None
+
+
+# The luminance quantisation table of the JPEG standard (ITU T.81, Annex K.1), which libjpeg
+# scales by the quality setting; only its entries' sum is used below, so the order is irrelevant.
+_STANDARD_LUMA_TABLE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def _libjpeg_table_sum(quality: int) -> int:
+    """Sum of the luminance table libjpeg writes at ``quality`` (``jpeg_quality_scaling``, entries
+    clamped to the baseline range 1-255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return sum(min(max((q * scale + 50) // 100, 1), 255) for q in _STANDARD_LUMA_TABLE)
+
+
+def jpeg_quality(luma_table) -> int:
+    """The libjpeg quality (1-100) whose luminance table has the sum closest to ``luma_table``'s
+    (64 entries, any order): exact for files libjpeg / Pillow wrote, an equivalent for others."""
+    total = sum(int(v) for v in luma_table)
+    return min(range(1, 101), key=lambda q: (abs(_libjpeg_table_sum(q) - total), q))
 
 
 def _pixel_limit(max_pixels: int | None) -> tuple[int | None, bool]:
@@ -456,7 +484,9 @@ def _decode(path: Path, limit: int | None, from_default: bool) -> _Decoded:
         if alpha is None:
             alpha = _colour_key_alpha(colour, im.info.get("transparency"), im.mode)
         exif, orientation = _exif_and_orientation(im, fmt)
-    return _Decoded(colour, alpha, bit_depth, source_mode, fmt, icc, exif, orientation)
+        tables = getattr(im, "quantization", None) if fmt == "JPEG" else None
+        quality = jpeg_quality(tables[0]) if tables and len(tables.get(0, ())) == 64 else None
+    return _Decoded(colour, alpha, bit_depth, source_mode, fmt, icc, exif, orientation, quality)
 
 
 def _samples_from_mode(
@@ -601,6 +631,7 @@ def _to_image(decoded: _Decoded) -> Image:
         source_mode=decoded.source_mode,
         format=decoded.format,
         exif=decoded.exif,
+        jpeg_quality=decoded.jpeg_quality,
     )
 
 

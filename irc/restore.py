@@ -7,6 +7,7 @@ input belongs to exactly one process.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import sys
@@ -125,6 +126,7 @@ def run_restore(request: RestoreRequest) -> int:
             jobs = list(share)
 
     record = restore_record(method, request, knobs)
+    advice: collections.Counter[str] = collections.Counter()  # the method's suggestions, said once at the end
 
     def image_key(job) -> str:
         """The image's place in the input tree: seeds its randomness (never the batch order) and
@@ -146,6 +148,9 @@ def run_restore(request: RestoreRequest) -> int:
     def compute(job) -> dict[str, Any]:
         check_memory(method, request.knobs, job.item.path, request.tile)  # before decoding a single pixel
         image = read_image(job.item.path)
+        note = method.advice(knobs, image)
+        if note:
+            advice[note] += 1
         mine = image_record(job)
         runner = StageRunner(method.device, request.tile, request.tile_overlap, request.seed, [image_key(job)])
         restored = restore_image(method, image, runner=runner, **request.knobs)
@@ -172,10 +177,15 @@ def run_restore(request: RestoreRequest) -> int:
         why_skipped=why_skipped,
     )
     print_summary(report, quiet=request.quiet)
-    if dropped and not request.quiet:
+    if (dropped or advice) and not request.quiet:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, emoji=False).print(f"{dropped} input(s) ignored: they are outputs of this same batch")
+        err = Console(stderr=True, emoji=False)
+        if dropped:
+            err.print(f"{dropped} input(s) ignored: they are outputs of this same batch")
+        for note, count in advice.items():
+            err.print(escape(f"note ({count} input{'s' if count > 1 else ''}): {note}"))
     return report.exit_code
 
 

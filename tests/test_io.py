@@ -518,6 +518,23 @@ def test_jpeg_round_trip_within_tolerance(tmp_path):
         assert written.layer[0][1:3] == written.layer[1][1:3]  # 4:4:4 at high quality
 
 
+def test_jpeg_quality_is_read_from_the_files_tables(tmp_path):
+    """libjpeg's quality comes back exactly from the luminance table Pillow wrote (colour, grey,
+    4:4:4, the clamped extremes); other formats have none; a table of another encoder maps to the
+    libjpeg quality with the nearest sum."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    arr = np.stack([xx * 7, yy * 9, (xx + yy) * 4], -1).clip(0, 255).astype(np.uint8)
+    for quality in (1, 5, 10, 30, 49, 50, 51, 75, 95, 100):
+        PILImage.fromarray(arr).save(tmp_path / f"q{quality}.jpg", quality=quality)
+        assert read_image(tmp_path / f"q{quality}.jpg").jpeg_quality == quality
+    PILImage.fromarray(arr[..., 0]).save(tmp_path / "grey.jpg", quality=20)
+    PILImage.fromarray(arr).save(tmp_path / "444.jpg", quality=40, subsampling=0)
+    assert read_image(tmp_path / "grey.jpg").jpeg_quality == 20 and read_image(tmp_path / "444.jpg").jpeg_quality == 40
+    assert read_image(_save_pil(tmp_path / "a.png", PILImage.fromarray(arr))).jpeg_quality is None
+    standard = irc_io._STANDARD_LUMA_TABLE
+    assert irc_io.jpeg_quality(standard) == 50 and irc_io.jpeg_quality([v + 1 for v in standard]) == 49
+
+
 def test_16bit_to_8bit_only_formats(tmp_path):
     arr = _samples((H, W, 3), 16)
     src = tmp_path / "rgb16.png"

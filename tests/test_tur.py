@@ -353,6 +353,33 @@ def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_pa
     assert "--task haze has its own weights" in capsys.readouterr().err
 
 
+def test_restore_advises_task_jpeg_for_strongly_compressed_jpegs_only(tmp_path, capsys):
+    """The blind photo model names --task jpeg once per batch, with the count, for JPEGs saved at
+    quality 30 or below (read from the file's tables), never for a mild JPEG or a PNG, and says
+    nothing when the task is given or --quiet."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from irc.cli import main
+
+    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / "chelsea.png").convert("RGB").crop((0, 0, 96, 64))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo.save(inputs / "a.jpg", quality=15)
+    photo.save(inputs / "b.jpg", quality=30, subsampling=0)
+    photo.save(inputs / "c.jpg", quality=85)
+    photo.save(inputs / "d.png")
+    assert main(["restore", "--device", "cpu", str(inputs), "-o", str(tmp_path / "auto")]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # unwrapped
+    assert err.count("note (") == 1 and "note (2 inputs): strongly compressed JPEG (quality 30 or below): --task jpeg runs the JPEG specialist tur-photo-jpeg" in err
+    for extra in (["--task", "jpeg"], ["--task", "noise"], ["--quiet"]):
+        assert main(["restore", "--device", "cpu", *extra, str(inputs / "a.jpg"), "-o", str(tmp_path / extra[-1])]) == 0
+        assert "note (" not in capsys.readouterr().err
+    assert main(["restore", "--device", "cpu", str(inputs / "c.jpg"), str(inputs / "d.png"), "-o", str(tmp_path / "mild")]) == 0
+    assert "note (" not in capsys.readouterr().err
+
+
 def test_auto_dtype_is_bf16_for_the_photo_model_on_amx_cpus_only(monkeypatch):
     """--dtype auto: bf16 for the plain-convolution photo model where the CPU has AMX, fp32 else."""
     import irc.device

@@ -515,6 +515,12 @@ class Method:
         the record written into the image called ``key``; default: none."""
         return {}
 
+    def advice(self, knobs: Mapping[str, Any], image: Any) -> str | None:
+        """A suggestion for an input these weights are not the best choice for (``image``: the
+        decoded :class:`irc.io.Image`), said once at the end of a restore batch with the number
+        of inputs it concerns; ``None`` (the default): nothing to say."""
+        return None
+
     def bench_variants(self) -> dict[str, Any]:
         """Named context managers under which ``irc bench`` measures the method side by side
         (HYPIR: irc's path and the official settings); default: one unnamed variant."""

@@ -257,6 +257,26 @@ class TUR(Method):
         if known and values["task"] not in known:
             raise UsageError(f"these tur weights restore --task {', '.join(known)}; --task {values['task']} has its own weights (irc weights list)")
 
+    #: JPEGs at this libjpeg quality or below get the advice to use ``--task jpeg``: the JPEG
+    #: specialist gains more there (classic5 q10 +1.14 dB against +0.83, CBSD68 q30 +1.03 against
+    #: +0.77; weights/tur/tur-photo-jpeg.md). Above it the two were not compared.
+    STRONG_JPEG_QUALITY: ClassVar[int] = 30
+
+    def advice(self, knobs: Mapping[str, Any], image: Any) -> str | None:
+        """Blind photo model on a strongly compressed JPEG: name ``--task jpeg``'s weights."""
+        quality = getattr(image, "jpeg_quality", None)
+        if knobs.get("task") != "auto" or not self.config.condition or quality is None or quality > self.STRONG_JPEG_QUALITY:
+            return None
+        from irc.weights import default_entry
+
+        specialist = default_entry(self.name, "jpeg")
+        if specialist is None or specialist.sha256 == self.weights_sha256:
+            return None
+        return (
+            f"strongly compressed JPEG (quality {self.STRONG_JPEG_QUALITY} or below): --task jpeg runs the "
+            f"JPEG specialist {specialist.name}, which removes more of the compression"
+        )
+
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
         task = self._condition(knobs.get("task", "auto"), x)
         if not self._channels_last:
