@@ -285,10 +285,12 @@ def test_registry_and_default_weights():
     assert get_method("tur") is TUR
     from irc.weights import default_entry
 
-    # the photo model for what photos carry, its JPEG specialist where the user names jpeg, the
+    # the blind photo model (an average of three branches) for what photos carry; told a photo
+    # task, the branch trained with the task shown (noise, blur, sr) or the JPEG specialist; the
     # 7-task MiOIR model where the user names rain, haze or low light
     expected = {
-        **{t: "tur-photo" for t in ("auto", "noise", "blur", "sr")},
+        "auto": "tur-photo",
+        **{t: "tur-photo-stage3" for t in ("noise", "blur", "sr")},
         "jpeg": "tur-photo-jpeg",
         **{t: "tur-nafnet-mio7" for t in ("rain", "haze", "dark")},
     }
@@ -322,9 +324,9 @@ def test_baseline_recipe_differs_only_in_the_loss():
 
 
 def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_path, capsys):
-    """`irc restore photo` runs the shipped photo model; --task noise conditions it (another
-    image); --task jpeg runs its JPEG specialist, --task rain the 7-task model; the photo model
-    refuses a task it was not told."""
+    """`irc restore photo` runs the shipped blind photo model; --task noise runs the branch
+    trained with the task shown, conditioned (another image); --task jpeg runs the JPEG
+    specialist, --task rain the 7-task model; the photo model refuses a task it was not told."""
     import json
     from pathlib import Path
 
@@ -341,7 +343,8 @@ def test_cli_restore_defaults_to_the_photo_model_and_task_means_something(tmp_pa
     for name, extra in (("a", []), ("b", ["--task", "noise"]), ("c", ["--task", "rain"]), ("j", ["--task", "jpeg"])):
         assert main(["restore", "--device", "cpu", *extra, str(src), "-o", str(tmp_path / name)]) == 0
         used[name] = json.loads(Image.open(tmp_path / name / "chelsea_tur.png").text["irc"])["weights_sha256"]
-    assert used["a"] == used["b"] == sha["tur-photo"] and used["c"] == sha["tur-nafnet-mio7"] and used["j"] == sha["tur-photo-jpeg"]
+    assert used["a"] == sha["tur-photo"] and used["b"] == sha["tur-photo-stage3"]
+    assert used["c"] == sha["tur-nafnet-mio7"] and used["j"] == sha["tur-photo-jpeg"]
     # the --jsonl record says the same as the metadata
     assert main(["restore", "--device", "cpu", str(src), "-o", str(tmp_path / "e"), "--jsonl"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])

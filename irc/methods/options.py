@@ -58,9 +58,9 @@ OPTIONS: dict[str, tuple[Knob, ...]] = {
     "tur": (
         Knob(
             "task", Literal[TUR_TASKS], "auto",  # type: ignore[valid-type]
-            "What to restore: auto (the blind photo model), noise, blur or sr (tells the photo model what to "
-            "remove), jpeg (its JPEG specialist tur-photo-jpeg, for strong compression), rain, haze or dark (the "
-            "7-task MiOIR weights).", short="-t",
+            "What to restore: auto (the blind photo model), noise, blur or sr (the photo model's branch trained "
+            "with the task shown, told what to remove), jpeg (its JPEG specialist tur-photo-jpeg, for strong "
+            "compression), rain, haze or dark (the 7-task MiOIR weights).", short="-t",
         ),
     ),
     "lorun": (

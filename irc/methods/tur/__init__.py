@@ -14,10 +14,12 @@ plus a log penalty, so tasks the network finds hard stop dominating the shared w
 * **Components**: ``backbone`` (shipped, trainable) and ``head`` (the uncertainty head:
   trained, checkpointed, never exported; weights files may hold it or not).
 * ``loss = "l1"`` builds no head and trains with plain L1: the ablation baseline.
-* ``--task``: picks the default weights made for the task (the manifest's ``tasks``: ``jpeg``
-  runs the photo model's JPEG specialist ``tur-photo-jpeg``; ``rain``, ``haze``, ``dark`` the
-  7-task model); with conditioned weights (``config.condition``, the photo models) the task is
-  also an input of the network (``auto`` = blind). It is recorded with the results.
+* ``--task``: picks the default weights made for the task (the manifest's ``tasks``: ``auto``
+  the blind photo model ``tur-photo``, an average of three branches; ``noise``, ``blur``, ``sr``
+  its branch trained with the task shown, ``tur-photo-stage3``; ``jpeg`` the JPEG specialist
+  ``tur-photo-jpeg``; ``rain``, ``haze``, ``dark`` the 7-task model); with conditioned weights
+  (``config.condition``, the photo models) the task is also an input of the network (``auto`` =
+  blind). It is recorded with the results.
 """
 
 from __future__ import annotations
@@ -258,8 +260,9 @@ class TUR(Method):
             raise UsageError(f"these tur weights restore --task {', '.join(known)}; --task {values['task']} has its own weights (irc weights list)")
 
     #: JPEGs at this libjpeg quality or below get the advice to use ``--task jpeg``: the JPEG
-    #: specialist gains more there (classic5 q10 +1.14 dB against +0.83, CBSD68 q30 +1.03 against
-    #: +0.77; weights/tur/tur-photo-jpeg.md). Above it the two were not compared.
+    #: specialist gains more there than the blind default (classic5 q10 +1.14 dB against +1.03,
+    #: CBSD68 q30 +1.03 against +0.94; weights/tur/tur-photo-jpeg.md). Above it they were not
+    #: compared.
     STRONG_JPEG_QUALITY: ClassVar[int] = 30
 
     def advice(self, knobs: Mapping[str, Any], image: Any) -> str | None:
