@@ -89,6 +89,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import io
 import os
 import stat
@@ -318,11 +319,18 @@ def _libjpeg_table_sum(quality: int) -> int:
     return sum(min(max((q * scale + 50) // 100, 1), 255) for q in _STANDARD_LUMA_TABLE)
 
 
+@functools.cache
+def _libjpeg_table_sums() -> tuple[int, ...]:
+    """``_libjpeg_table_sum`` of qualities 1-100, computed once (read for every JPEG decoded)."""
+    return tuple(_libjpeg_table_sum(q) for q in range(1, 101))
+
+
 def jpeg_quality(luma_table) -> int:
     """The libjpeg quality (1-100) whose luminance table has the sum closest to ``luma_table``'s
     (64 entries, any order): exact for files libjpeg / Pillow wrote, an equivalent for others."""
     total = sum(int(v) for v in luma_table)
-    return min(range(1, 101), key=lambda q: (abs(_libjpeg_table_sum(q) - total), q))
+    sums = _libjpeg_table_sums()
+    return min(range(1, 101), key=lambda q: (abs(sums[q - 1] - total), q))
 
 
 def _pixel_limit(max_pixels: int | None) -> tuple[int | None, bool]:

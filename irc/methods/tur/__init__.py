@@ -24,6 +24,7 @@ plus a log penalty, so tasks the network finds hard stop dominating the shared w
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -270,15 +271,21 @@ class TUR(Method):
         quality = getattr(image, "jpeg_quality", None)
         if knobs.get("task") != "auto" or not self.config.condition or quality is None or quality > self.STRONG_JPEG_QUALITY:
             return None
-        from irc.weights import default_entry
-
-        specialist = default_entry(self.name, "jpeg")
-        if specialist is None or specialist.sha256 == self.weights_sha256:
+        if self._jpeg_specialist is None:
             return None
         return (
             f"strongly compressed JPEG (quality {self.STRONG_JPEG_QUALITY} or below): --task jpeg runs the "
-            f"JPEG specialist {specialist.name}, which removes more of the compression"
+            f"JPEG specialist {self._jpeg_specialist}, which removes more of the compression"
         )
+
+    @functools.cached_property
+    def _jpeg_specialist(self) -> str | None:
+        """The name of ``--task jpeg``'s default weights unless they are these (the manifest is
+        read once per loaded model, not once per image; ``weights_sha256`` is set by loading)."""
+        from irc.weights import default_entry
+
+        specialist = default_entry(self.name, "jpeg")
+        return None if specialist is None or specialist.sha256 == self.weights_sha256 else specialist.name
 
     def forward(self, x: Tensor, **knobs: Any) -> Tensor:
         task = self._condition(knobs.get("task", "auto"), x)
